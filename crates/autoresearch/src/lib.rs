@@ -1,0 +1,1 @@
+//! `autoresearch`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,1 @@
+//! `bitnet-model`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,1 @@
+//! `diloco`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,1 @@
+//! `gguf-io`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,1 @@
+//! `incentive-ledger`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,1 @@
+//! `ternary-core`: see the crate README and docs/ (work in progress).

@@ -1,0 +1,69 @@
+//! `cargo xtask ci`: exactly what CI runs, in one place, so a developer runs the same.
+//!
+//! One build profile (dev, with optimised dependencies) serves clippy's check and the
+//! tests; the feature checks that change burn's feature set use their own target folders
+//! so they never invalidate the main build.
+
+use crate::python;
+use crate::util::{cargo, root, run};
+use anyhow::Result;
+
+fn run_ci(skip_features: bool) -> Result<()> {
+    let root = root();
+
+    run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+
+    // The oracles (gguf-py) must exist before the tests that compare against them.
+    let python = python::ensure(false)?;
+
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--locked"])
+        .env("MAGNET_PYTHON", &python)
+        .env("MAGNET_REQUIRE_ORACLES", "1");
+    // CI may point the corpus at the shared reference copy instead of rebuilding it.
+    if std::env::var_os("MAGNET_CORPUS").is_none() {
+        let shared = root.join("../shared/corpus");
+        if shared.is_dir() {
+            test.env("MAGNET_CORPUS", shared);
+        }
+    }
+    run("test", &mut test)?;
+
+    if !skip_features {
+        // The GPU path must keep type-checking although CI has no GPU and no LLVM bundle:
+        // DOCS_RS makes the cubecl LLVM build scripts return early.
+        run(
+            "check-cuda",
+            cargo()
+                .args(["check", "--locked", "-p", "bitnet-model", "--features", "cuda"])
+                .env("DOCS_RS", "1")
+                .env("CARGO_TARGET_DIR", root.join("target/check-cuda")),
+        )?;
+        run(
+            "check-ndarray",
+            cargo()
+                .args(["check", "--locked", "-p", "bitnet-model", "--features", "ndarray"])
+                .env("CARGO_TARGET_DIR", root.join("target/check-ndarray")),
+        )?;
+    }
+    eprintln!("xtask ci: all steps passed");
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let skip_features = args.iter().any(|a| a == "--skip-feature-checks");
+    run_ci(skip_features)
+}
