@@ -5,18 +5,18 @@
 //! so they never invalidate the main build.
 
 use crate::python;
-use crate::util::{cargo, root, run};
+use crate::util::{cargo, root, run as step};
 use anyhow::Result;
 
 fn run_ci(skip_features: bool) -> Result<()> {
     let root = root();
 
-    run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
 
     // The oracles (gguf-py) must exist before the tests that compare against them.
     let python = python::ensure(false)?;
 
-    run(
+    step(
         "clippy",
         cargo().args([
             "clippy",
@@ -40,22 +40,36 @@ fn run_ci(skip_features: bool) -> Result<()> {
             test.env("MAGNET_CORPUS", shared);
         }
     }
-    run("test", &mut test)?;
+    step("test", &mut test)?;
 
     if !skip_features {
         // The GPU path must keep type-checking although CI has no GPU and no LLVM bundle:
         // DOCS_RS makes the cubecl LLVM build scripts return early.
-        run(
+        step(
             "check-cuda",
             cargo()
-                .args(["check", "--locked", "-p", "bitnet-model", "--features", "cuda"])
+                .args([
+                    "check",
+                    "--locked",
+                    "-p",
+                    "bitnet-model",
+                    "--features",
+                    "cuda",
+                ])
                 .env("DOCS_RS", "1")
                 .env("CARGO_TARGET_DIR", root.join("target/check-cuda")),
         )?;
-        run(
+        step(
             "check-ndarray",
             cargo()
-                .args(["check", "--locked", "-p", "bitnet-model", "--features", "ndarray"])
+                .args([
+                    "check",
+                    "--locked",
+                    "-p",
+                    "bitnet-model",
+                    "--features",
+                    "ndarray",
+                ])
                 .env("CARGO_TARGET_DIR", root.join("target/check-ndarray")),
         )?;
     }

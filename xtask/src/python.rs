@@ -18,7 +18,11 @@ pub fn ensure(bench: bool) -> Result<PathBuf> {
             "python-venv",
             Command::new(&system).args(["-m", "venv"]).arg(&venv),
         )
-        .with_context(|| format!("creating a virtualenv with `{system} -m venv` (set PYTHON to another interpreter)"))?;
+        .with_context(|| {
+            format!(
+                "creating a virtualenv with `{system} -m venv` (set PYTHON to another interpreter)"
+            )
+        })?;
     }
     let mut files = vec![root.join("xtask/python-requirements.txt")];
     if bench {
@@ -37,7 +41,14 @@ pub fn ensure(bench: bool) -> Result<PathBuf> {
         run(
             "python-deps",
             Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(&file),
         )?;
         std::fs::write(&stamp, wanted)?;
