@@ -1,1 +1,14 @@
-//! `bitnet-model`: see the crate README and docs/ (work in progress).
+//! `bitnet-model`: BitNet b1.58 transformers in burn that train from scratch, resume
+//! exactly, run fast on CPU and export to GGUF.
+//!
+//! ```
+//! use bitnet_model::config::ModelConfig;
+//! let tiny = ModelConfig::preset("tiny").unwrap();
+//! assert!(tiny.param_count() < 5_000_000);
+//! ```
+
+pub mod config;
+pub mod error;
+
+pub use config::{Activation, ModelConfig, WeightKind};
+pub use error::{Error, Result};
