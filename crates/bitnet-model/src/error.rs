@@ -13,6 +13,14 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A named weight tensor is missing, misshapen or non-finite.
+    #[error("weight tensor `{name}`: {message}")]
+    Weights {
+        /// Canonical tensor name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Result alias for this crate.

@@ -9,6 +9,8 @@
 
 pub mod config;
 pub mod error;
+pub mod weights;
 
 pub use config::{Activation, ModelConfig, WeightKind};
 pub use error::{Error, Result};
+pub use weights::{NamedTensor, WeightMap};
