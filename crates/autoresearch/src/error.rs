@@ -1,0 +1,100 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `autoresearch`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A search-space definition is invalid.
+    #[error("search space: parameter `{param}`: {msg}")]
+    Space {
+        /// Parameter name.
+        param: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A space file could not be parsed.
+    #[error("search space file {path}: {msg}")]
+    SpaceFile {
+        /// File path.
+        path: PathBuf,
+        /// Parser message.
+        msg: String,
+    },
+    /// An objective asked for a parameter that is not in the space or not active.
+    #[error("trial {trial}: parameter `{param}` {msg}")]
+    Param {
+        /// Trial number.
+        trial: u64,
+        /// Parameter name.
+        param: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A sampler has nothing more to propose (grid or phases exhausted).
+    #[error("sampler {0} exhausted")]
+    Exhausted(String),
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A corrupt journal line.
+    #[error("journal {path} line {line}: {msg}")]
+    Journal {
+        /// Journal path.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A stored study does not match the one being opened.
+    #[error("study `{study}`: {msg}")]
+    Study {
+        /// Study name.
+        study: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A trial number the storage does not know.
+    #[error("unknown trial {0}")]
+    UnknownTrial(u64),
+    /// A database error.
+    #[error("database: {0}")]
+    Database(String),
+    /// Invalid configuration of a sampler, pruner or runner.
+    #[error("config: {0}")]
+    Config(String),
+    /// A command-line objective failed to run.
+    #[error("command `{cmd}`: {msg}")]
+    Command {
+        /// The command.
+        cmd: String,
+        /// What went wrong.
+        msg: String,
+    },
+    /// Writing a plot failed.
+    #[error("plot {path}: {msg}")]
+    Plot {
+        /// Output path.
+        path: PathBuf,
+        /// Cause.
+        msg: String,
+    },
+}
+
+/// Crate result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

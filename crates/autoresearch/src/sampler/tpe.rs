@@ -1,0 +1,488 @@
+//! Tree-structured Parzen Estimator with Optuna 5's defaults (multivariate, constant liar,
+//! gap-based bandwidths, magic clip, prior kernel).
+
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use super::{SampleContext, Sampler, sample_random};
+use crate::error::Result;
+use crate::math::{ln_ndtr_diff, logsumexp, ndtr, ndtri};
+use crate::space::{Distribution, Param, Params, SearchSpace};
+use crate::trial::{Direction, Trial, TrialState, nondomination_ranks};
+
+/// TPE sampler; `TpeSampler::default()` has Optuna 5.0's single-objective defaults.
+#[derive(Debug, Clone)]
+pub struct TpeSampler {
+    /// Trials drawn at random before the model is used.
+    pub n_startup_trials: usize,
+    /// Candidates drawn from the good-trial density per proposal.
+    pub n_ei_candidates: usize,
+    /// Model all unconditional parameters jointly.
+    pub multivariate: bool,
+    /// Treat running trials as bad ("above") observations so parallel workers spread out.
+    pub constant_liar: bool,
+    /// Weight of the prior kernel.
+    pub prior_weight: f64,
+}
+
+impl Default for TpeSampler {
+    fn default() -> Self {
+        Self {
+            n_startup_trials: 10,
+            n_ei_candidates: 24,
+            multivariate: true,
+            constant_liar: true,
+            prior_weight: 1.0,
+        }
+    }
+}
+
+impl TpeSampler {
+    /// Optuna 5 defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Independent (univariate) TPE, Optuna 4's default model.
+    pub fn independent() -> Self {
+        Self {
+            multivariate: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// Number of "good" trials: `min(ceil(0.1 n), 25)` (single objective), `ceil(0.1 n)` (multi).
+pub fn gamma(n: usize, multi_objective: bool) -> usize {
+    let g = n.div_ceil(10);
+    if multi_objective { g } else { g.min(25) }
+}
+
+/// Optuna's default observation weights: uniform below 25, else a ramp for the oldest.
+pub fn default_weights(n: usize) -> Vec<f64> {
+    if n < 25 {
+        return vec![1.0; n];
+    }
+    let ramp = n - 25;
+    let mut w: Vec<f64> = (0..ramp)
+        .map(|i| {
+            if ramp == 1 {
+                1.0 / n as f64
+            } else {
+                1.0 / n as f64 + (1.0 - 1.0 / n as f64) * i as f64 / (ramp - 1) as f64
+            }
+        })
+        .collect();
+    w.extend(std::iter::repeat_n(1.0, 25));
+    w
+}
+
+enum Dim {
+    Num {
+        mus: Vec<f64>,
+        sigmas: Vec<f64>,
+        low: f64,
+        high: f64,
+        step: Option<f64>,
+        /// `ln(Φ(b) − Φ(a))` per kernel: the truncation normaliser.
+        ln_norm: Vec<f64>,
+    },
+    Cat {
+        /// Row per kernel of choice probabilities (already logs).
+        ln_probs: Vec<Vec<f64>>,
+        probs: Vec<Vec<f64>>,
+    },
+}
+
+/// A product-kernel Parzen mixture over a group of parameters.
+struct Parzen {
+    ln_w: Vec<f64>,
+    w: Vec<f64>,
+    dims: Vec<Dim>,
+}
+
+impl Parzen {
+    /// `obs[i][d]` is observation i's internal value of dimension d.
+    fn new(obs: &[Vec<f64>], weights: &[f64], dists: &[&Distribution], prior_weight: f64) -> Self {
+        let n = obs.len();
+        let mut w: Vec<f64> = weights.to_vec();
+        w.push(prior_weight);
+        let total: f64 = w.iter().sum();
+        for x in &mut w {
+            *x /= total;
+        }
+        let n_kernels = n + 1;
+        let dims = dists
+            .iter()
+            .enumerate()
+            .map(|(d, dist)| {
+                if let Distribution::Categorical { choices } = dist {
+                    let k = choices.len();
+                    let fill = prior_weight / n_kernels as f64;
+                    let mut probs = vec![vec![fill; k]; n_kernels];
+                    for (i, o) in obs.iter().enumerate() {
+                        let c = (o[d].round().max(0.0) as usize).min(k - 1);
+                        probs[i][c] += 1.0;
+                    }
+                    for row in &mut probs {
+                        let s: f64 = row.iter().sum();
+                        for p in row.iter_mut() {
+                            *p /= s;
+                        }
+                    }
+                    let ln_probs = probs
+                        .iter()
+                        .map(|r| r.iter().map(|p| p.ln()).collect())
+                        .collect();
+                    return Dim::Cat { ln_probs, probs };
+                }
+                let (low, high) = dist.internal_bounds();
+                let mut mus: Vec<f64> = obs.iter().map(|o| o[d]).collect();
+                let mut sigmas = gap_bandwidths(&mus, low, high);
+                let range = high - low;
+                let minsigma = range / (100.0f64).min(1.0 + n_kernels as f64);
+                for s in &mut sigmas {
+                    *s = s.clamp(minsigma, range.max(minsigma));
+                }
+                mus.push(0.5 * (low + high));
+                sigmas.push(range);
+                let ln_norm = mus
+                    .iter()
+                    .zip(&sigmas)
+                    .map(|(m, s)| ln_ndtr_diff((low - m) / s, (high - m) / s))
+                    .collect();
+                Dim::Num {
+                    mus,
+                    sigmas,
+                    low,
+                    high,
+                    step: dist.internal_step(),
+                    ln_norm,
+                }
+            })
+            .collect();
+        Self {
+            ln_w: w.iter().map(|x| x.ln()).collect(),
+            w,
+            dims,
+        }
+    }
+
+    fn sample(&self, rng: &mut StdRng, dists: &[&Distribution]) -> Vec<f64> {
+        let r: f64 = rng.random();
+        let mut acc = 0.0;
+        let mut k = self.w.len() - 1;
+        for (i, w) in self.w.iter().enumerate() {
+            acc += w;
+            if r < acc {
+                k = i;
+                break;
+            }
+        }
+        self.dims
+            .iter()
+            .zip(dists)
+            .map(|(dim, dist)| match dim {
+                Dim::Num {
+                    mus,
+                    sigmas,
+                    low,
+                    high,
+                    ..
+                } => {
+                    let (m, s) = (mus[k], sigmas[k]);
+                    let pa = ndtr((low - m) / s);
+                    let pb = ndtr((high - m) / s);
+                    let u = pa + rng.random::<f64>() * (pb - pa);
+                    let x = (m + s * ndtri(u)).clamp(*low, *high);
+                    // Snap discrete values onto their grid.
+                    dist.to_internal(&dist.from_internal(x)).unwrap_or(x)
+                }
+                Dim::Cat { probs, .. } => {
+                    let r: f64 = rng.random();
+                    let mut acc = 0.0;
+                    let row = &probs[k];
+                    let mut c = row.len() - 1;
+                    for (i, p) in row.iter().enumerate() {
+                        acc += p;
+                        if r < acc {
+                            c = i;
+                            break;
+                        }
+                    }
+                    c as f64
+                }
+            })
+            .collect()
+    }
+
+    fn ln_pdf(&self, x: &[f64]) -> f64 {
+        let mut terms = self.ln_w.clone();
+        for (dim, &xd) in self.dims.iter().zip(x) {
+            match dim {
+                Dim::Num {
+                    mus,
+                    sigmas,
+                    step,
+                    ln_norm,
+                    ..
+                } => {
+                    for (k, t) in terms.iter_mut().enumerate() {
+                        let (m, s) = (mus[k], sigmas[k]);
+                        let lp = if let Some(st) = step {
+                            ln_ndtr_diff((xd - st / 2.0 - m) / s, (xd + st / 2.0 - m) / s)
+                        } else {
+                            {
+                                let z = (xd - m) / s;
+                                -0.5 * z * z - 0.5 * (2.0 * std::f64::consts::PI).ln() - s.ln()
+                            }
+                        };
+                        *t += lp - ln_norm[k];
+                    }
+                }
+                Dim::Cat { ln_probs, .. } => {
+                    let c = xd.round().max(0.0) as usize;
+                    for (k, t) in terms.iter_mut().enumerate() {
+                        let row = &ln_probs[k];
+                        *t += row[c.min(row.len() - 1)];
+                    }
+                }
+            }
+        }
+        logsumexp(&terms)
+    }
+}
+
+/// Optuna 5's bandwidths: the larger gap to the sorted neighbours (bounds as sentinels),
+/// using only the inner gap at both ends when there are two or more observations.
+fn gap_bandwidths(mus: &[f64], low: f64, high: f64) -> Vec<f64> {
+    let n = mus.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
+    let mut ends = Vec::with_capacity(n + 2);
+    ends.push(low);
+    ends.extend(idx.iter().map(|&i| mus[i]));
+    ends.push(high);
+    let mut sorted_sigmas: Vec<f64> = (1..=n)
+        .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
+        .collect();
+    if n >= 2 {
+        sorted_sigmas[0] = ends[2] - ends[1];
+        sorted_sigmas[n - 1] = ends[n] - ends[n - 1];
+    }
+    let mut out = vec![0.0; n];
+    for (j, &i) in idx.iter().enumerate() {
+        out[i] = sorted_sigmas[j];
+    }
+    out
+}
+
+/// Splits finished trials into good ("below") and bad ("above") sets, Optuna style; running
+/// trials join "above" as the constant lie.
+fn split<'a>(
+    trials: &'a [Trial],
+    dirs: &[Direction],
+    constant_liar: bool,
+) -> (Vec<&'a Trial>, Vec<&'a Trial>) {
+    let complete: Vec<&Trial> = trials
+        .iter()
+        .filter(|t| {
+            t.state == TrialState::Complete
+                && t.values.as_ref().is_some_and(|v| v.len() == dirs.len())
+        })
+        .collect();
+    let mut pruned: Vec<&Trial> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Pruned)
+        .collect();
+    let n = complete.len() + pruned.len();
+    let multi = dirs.len() > 1;
+    let n_below = gamma(n, multi);
+    let dir0 = dirs.first().copied().unwrap_or_default();
+    let mut ordered: Vec<&Trial> = if multi {
+        let vals: Vec<&[f64]> = complete
+            .iter()
+            .map(|t| t.values.as_deref().unwrap_or(&[]))
+            .collect();
+        let ranks = nondomination_ranks(&vals, dirs);
+        let mut idx: Vec<usize> = (0..complete.len()).collect();
+        idx.sort_by_key(|&i| (ranks[i], complete[i].number));
+        idx.into_iter().map(|i| complete[i]).collect()
+    } else {
+        let mut c = complete;
+        c.sort_by(|a, b| {
+            let la = nan_last(dir0.loss(a.value().unwrap_or(f64::NAN)));
+            let lb = nan_last(dir0.loss(b.value().unwrap_or(f64::NAN)));
+            la.total_cmp(&lb).then(a.number.cmp(&b.number))
+        });
+        c
+    };
+    // Pruned trials that got further rank better; then by their last value.
+    pruned.sort_by(|a, b| {
+        let (sa, va) = a.last_intermediate().unwrap_or((0, f64::NAN));
+        let (sb, vb) = b.last_intermediate().unwrap_or((0, f64::NAN));
+        sb.cmp(&sa)
+            .then(nan_last(dir0.loss(va)).total_cmp(&nan_last(dir0.loss(vb))))
+    });
+    ordered.extend(pruned);
+    let mut below: Vec<&Trial> = ordered[..n_below.min(ordered.len())].to_vec();
+    let mut above: Vec<&Trial> = ordered[n_below.min(ordered.len())..].to_vec();
+    if constant_liar {
+        above.extend(trials.iter().filter(|t| t.state == TrialState::Running));
+    }
+    below.sort_by_key(|t| t.number);
+    above.sort_by_key(|t| t.number);
+    (below, above)
+}
+
+fn nan_last(x: f64) -> f64 {
+    if x.is_nan() { f64::INFINITY } else { x }
+}
+
+impl TpeSampler {
+    /// Samples a group of parameters jointly from the below/above split.
+    fn sample_group(
+        &self,
+        group: &[&Param],
+        below: &[&Trial],
+        above: &[&Trial],
+        multi: bool,
+        rng: &mut StdRng,
+    ) -> Vec<f64> {
+        let dists: Vec<&Distribution> = group.iter().map(|p| &p.dist).collect();
+        let observe = |ts: &[&Trial]| -> Vec<Vec<f64>> {
+            ts.iter()
+                .filter_map(|t| {
+                    group
+                        .iter()
+                        .map(|p| t.params.get(&p.name).and_then(|v| p.dist.to_internal(v)))
+                        .collect::<Option<Vec<f64>>>()
+                })
+                .collect()
+        };
+        let ob = observe(below);
+        let oa = observe(above);
+        let wb = if multi {
+            vec![1.0; ob.len()]
+        } else {
+            default_weights(ob.len())
+        };
+        let wa = default_weights(oa.len());
+        let l = Parzen::new(&ob, &wb, &dists, self.prior_weight);
+        let g = Parzen::new(&oa, &wa, &dists, self.prior_weight);
+        let mut best = None;
+        let mut best_score = f64::NEG_INFINITY;
+        for _ in 0..self.n_ei_candidates.max(1) {
+            let x = l.sample(rng, &dists);
+            let score = l.ln_pdf(&x) - g.ln_pdf(&x);
+            if best.is_none() || score > best_score {
+                best_score = score;
+                best = Some(x);
+            }
+        }
+        best.unwrap_or_default()
+    }
+}
+
+impl Sampler for TpeSampler {
+    fn sample(&mut self, ctx: &mut SampleContext<'_>) -> Result<Params> {
+        let finished = ctx
+            .trials
+            .iter()
+            .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
+            .count();
+        if finished < self.n_startup_trials {
+            return Ok(sample_random(ctx.space, ctx.rng));
+        }
+        let multi = ctx.directions.len() > 1;
+        let (below, above) = split(ctx.trials, ctx.directions, self.constant_liar);
+        let space: &SearchSpace = ctx.space;
+        let mut joint: Params = Params::new();
+        if self.multivariate {
+            let group: Vec<&Param> = space
+                .params
+                .iter()
+                .filter(|p| p.condition.is_none())
+                .collect();
+            if !group.is_empty() {
+                let x = self.sample_group(&group, &below, &above, multi, ctx.rng);
+                for (p, xi) in group.iter().zip(x) {
+                    joint.insert(p.name.clone(), p.dist.from_internal(xi));
+                }
+            }
+        }
+        let rng = &mut *ctx.rng;
+        Ok(space.sample_with(|p, _| {
+            if let Some(v) = joint.get(&p.name) {
+                return v.clone();
+            }
+            let x = self.sample_group(&[p], &below, &above, multi, rng);
+            p.dist.from_internal(x[0])
+        }))
+    }
+
+    fn name(&self) -> String {
+        if self.multivariate {
+            "tpe".into()
+        } else {
+            "tpe-independent".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optuna_gamma_and_weights() {
+        assert_eq!(gamma(10, false), 1);
+        assert_eq!(gamma(11, false), 2);
+        assert_eq!(gamma(1000, false), 25);
+        assert_eq!(gamma(1000, true), 100);
+        assert_eq!(default_weights(3), vec![1.0; 3]);
+        let w = default_weights(30);
+        assert_eq!(w.len(), 30);
+        assert!((w[0] - 1.0 / 30.0).abs() < 1e-12);
+        assert!((w[4] - 1.0).abs() < 1e-12 && w[29] == 1.0);
+    }
+
+    #[test]
+    fn bandwidths_follow_gap_rule() {
+        let s = gap_bandwidths(&[0.5], 0.0, 1.0);
+        assert_eq!(s, vec![0.5]);
+        let s = gap_bandwidths(&[0.2, 0.9, 0.5], 0.0, 1.0);
+        // 0.2: inner gap only (0.3); 0.5: max(0.3, 0.4); 0.9: inner gap only (0.4).
+        assert!((s[0] - 0.3).abs() < 1e-12 && (s[2] - 0.4).abs() < 1e-12);
+        assert!((s[1] - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn parzen_density_integrates_to_one() {
+        let d = Distribution::Float {
+            low: 0.0,
+            high: 2.0,
+            log: false,
+            step: None,
+        };
+        let p = Parzen::new(&[vec![0.3], vec![1.7]], &[1.0, 1.0], &[&d], 1.0);
+        let n = 20000;
+        let h = 2.0 / n as f64;
+        let total: f64 = (0..n)
+            .map(|i| p.ln_pdf(&[(i as f64 + 0.5) * h]).exp() * h)
+            .sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        let di = Distribution::Int {
+            low: 0,
+            high: 5,
+            step: 1,
+            log: false,
+        };
+        let p = Parzen::new(&[vec![2.0]], &[1.0], &[&di], 1.0);
+        let total: f64 = (0..=5).map(|i| p.ln_pdf(&[f64::from(i)]).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+    }
+}
