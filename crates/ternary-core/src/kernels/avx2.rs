@@ -1,0 +1,231 @@
+//! AVX2 kernels (x86-64). Same integer sums and the same [`combine`] order as [`super::scalar`].
+//!
+//! Ternary codes stay unsigned (0..=2) so `maddubs(code, y)` is exact for every int8 `y`;
+//! the `-1` offset is applied once per unit by subtracting the activation partial sums
+//! (`bsums`), as ggml does. 16-bit lanes never overflow: at most 8 products of |3·128| pairs.
+//! The functions are only reached through [`row_dot`], which `Engine` selects after
+//! `is_x86_feature_detected!("avx2")`.
+
+use super::{RowDot, combine};
+use crate::format::{BlockI2S, BlockQ8_0, BlockTq1_0, BlockTq2_0};
+use crate::matrix::PackedData;
+use crate::quant::BlockQ8K;
+use std::arch::x86_64::*;
+
+/// Boxes the AVX2 dot product for one format.
+pub(super) fn row_dot(data: &PackedData, bpr: usize) -> RowDot<'_> {
+    assert!(
+        std::is_x86_feature_detected!("avx2"),
+        "avx2 kernels selected on a CPU without AVX2"
+    );
+    // SAFETY (all arms): AVX2 availability was asserted just above.
+    match data {
+        PackedData::Tq1_0(b) => {
+            Box::new(move |r, x| unsafe { dot_tq1(&b[r * bpr..(r + 1) * bpr], x) })
+        }
+        PackedData::Tq2_0(b) => {
+            Box::new(move |r, x| unsafe { dot_tq2(&b[r * bpr..(r + 1) * bpr], x) })
+        }
+        PackedData::Q8_0(b) => {
+            Box::new(move |r, x| unsafe { dot_q8_0(&b[r * bpr..(r + 1) * bpr], x) })
+        }
+        PackedData::I2S { blocks, scale } => {
+            let s = *scale;
+            Box::new(move |r, x| unsafe { dot_i2s(&blocks[r * bpr..(r + 1) * bpr], s, x) })
+        }
+    }
+}
+
+#[inline(always)]
+fn load256(p: &[u8]) -> __m256i {
+    assert!(p.len() >= 32);
+    // SAFETY: 32 readable bytes checked above; unaligned load.
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+#[inline(always)]
+fn load256_i8(p: &[i8]) -> __m256i {
+    assert!(p.len() >= 32);
+    // SAFETY: as in `load256`.
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+#[inline(always)]
+fn load128_i8(p: &[i8]) -> __m128i {
+    assert!(p.len() >= 16);
+    // SAFETY: 16 readable bytes checked above; unaligned load.
+    unsafe { _mm_loadu_si128(p.as_ptr().cast()) }
+}
+
+#[inline(always)]
+fn load128(p: &[u8]) -> __m128i {
+    assert!(p.len() >= 16);
+    // SAFETY: as in `load128_i8`.
+    unsafe { _mm_loadu_si128(p.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Per-lane i32 sums of pairs of `bsums`: lanes 0..4 cover values 0..128, lanes 4..8 the rest.
+#[target_feature(enable = "avx2")]
+fn bsums_i32(a: &BlockQ8K) -> __m256i {
+    let b: &[u8] = bytemuck::cast_slice(&a.bsums);
+    _mm256_madd_epi16(load256(b), _mm256_set1_epi16(1))
+}
+
+/// TQ2_0 · Q8_K.
+#[target_feature(enable = "avx2")]
+pub(crate) fn dot_tq2(w: &[BlockTq2_0], x: &[BlockQ8K]) -> f32 {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = 0.0f32;
+    for (b, a) in w.iter().zip(x) {
+        let mut s16 = _mm256_setzero_si256();
+        for g in 0..2 {
+            let q = load256(&b.qs[32 * g..]);
+            let y = &a.qs[128 * g..];
+            let c0 = _mm256_and_si256(q, mask);
+            let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask);
+            let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+            let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c0, load256_i8(y)));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c1, load256_i8(&y[32..])));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c2, load256_i8(&y[64..])));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c3, load256_i8(&y[96..])));
+        }
+        let s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), bsums_i32(a));
+        acc = combine(acc, hsum_i32(s32), b.d.to_f32() * a.d);
+    }
+    acc
+}
+
+/// Trit (0..=2) of every byte of `p`: `(p*3) >> 8` = `[p >= 86] + [p >= 171]`.
+#[target_feature(enable = "avx2")]
+fn trits256(p: __m256i) -> __m256i {
+    let k1 = _mm256_set1_epi8(86);
+    let k2 = _mm256_set1_epi8(171u8 as i8);
+    let m1 = _mm256_cmpeq_epi8(_mm256_max_epu8(p, k1), p);
+    let m2 = _mm256_cmpeq_epi8(_mm256_max_epu8(p, k2), p);
+    _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), m1), m2)
+}
+
+#[target_feature(enable = "avx2")]
+fn trits128(p: __m128i) -> __m128i {
+    let k1 = _mm_set1_epi8(86);
+    let k2 = _mm_set1_epi8(171u8 as i8);
+    let m1 = _mm_cmpeq_epi8(_mm_max_epu8(p, k1), p);
+    let m2 = _mm_cmpeq_epi8(_mm_max_epu8(p, k2), p);
+    _mm_sub_epi8(_mm_sub_epi8(_mm_setzero_si128(), m1), m2)
+}
+
+#[target_feature(enable = "avx2")]
+fn x3_256(p: __m256i) -> __m256i {
+    _mm256_add_epi8(_mm256_add_epi8(p, p), p)
+}
+
+#[target_feature(enable = "avx2")]
+fn x3_128(p: __m128i) -> __m128i {
+    _mm_add_epi8(_mm_add_epi8(p, p), p)
+}
+
+/// TQ1_0 · Q8_K.
+#[target_feature(enable = "avx2")]
+pub(crate) fn dot_tq1(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
+    let ones = _mm256_set1_epi16(1);
+    let ones128 = _mm_set1_epi16(1);
+    let mut acc = 0.0f32;
+    for (b, a) in w.iter().zip(x) {
+        let y = &a.qs;
+        // Elements 0..160: qs[0..32], trit n -> values 32n..32n+32.
+        let mut p = load256(&b.qs);
+        let mut s16 = _mm256_maddubs_epi16(trits256(p), load256_i8(y));
+        for n in 1..5 {
+            p = x3_256(p);
+            s16 = _mm256_add_epi16(
+                s16,
+                _mm256_maddubs_epi16(trits256(p), load256_i8(&y[32 * n..])),
+            );
+        }
+        // Elements 160..240: qs[32..48], trit n -> values 160+16n..160+16n+16.
+        let mut p = load128(&b.qs[32..]);
+        let mut t16 = _mm_maddubs_epi16(trits128(p), load128_i8(&y[160..]));
+        for n in 1..5 {
+            p = x3_128(p);
+            t16 = _mm_add_epi16(
+                t16,
+                _mm_maddubs_epi16(trits128(p), load128_i8(&y[160 + 16 * n..])),
+            );
+        }
+        // Elements 240..256: qh[j] trit n -> value 240+4n+j, i.e. 32-bit lane n of a broadcast
+        // of qh multiplied by 3^n.
+        let h1 = _mm_set1_epi32(i32::from_le_bytes(b.qh));
+        let h3 = x3_128(h1);
+        let h9 = x3_128(h3);
+        let h27 = x3_128(h9);
+        let hp = _mm_blend_epi32::<0b1100>(
+            _mm_blend_epi32::<0b0010>(h1, h3),
+            _mm_blend_epi32::<0b1000>(h9, h27),
+        );
+        t16 = _mm_add_epi16(t16, _mm_maddubs_epi16(trits128(hp), load128_i8(&y[240..])));
+        let s32 = _mm256_madd_epi16(s16, ones);
+        let t32 = _mm_madd_epi16(t16, ones128);
+        let s32 = _mm256_add_epi32(s32, _mm256_zextsi128_si256(t32));
+        let s32 = _mm256_sub_epi32(s32, bsums_i32(a));
+        acc = combine(acc, hsum_i32(s32), b.d.to_f32() * a.d);
+    }
+    acc
+}
+
+/// Q8_0 · Q8_K, with exact 16-bit widening (no sign tricks, so -128 is fine).
+#[target_feature(enable = "avx2")]
+pub(crate) fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    for (j, b) in w.iter().enumerate() {
+        let a = &x[j / 8];
+        let y = &a.qs[(j % 8) * 32..];
+        let wl = _mm256_cvtepi8_epi16(load128_i8(&b.qs));
+        let wh = _mm256_cvtepi8_epi16(load128_i8(&b.qs[16..]));
+        let yl = _mm256_cvtepi8_epi16(load128_i8(y));
+        let yh = _mm256_cvtepi8_epi16(load128_i8(&y[16..]));
+        let s = _mm256_add_epi32(_mm256_madd_epi16(wl, yl), _mm256_madd_epi16(wh, yh));
+        acc = combine(acc, hsum_i32(s), b.d.to_f32() * a.d);
+    }
+    acc
+}
+
+/// I2_S · Q8_K.
+#[target_feature(enable = "avx2")]
+pub(crate) fn dot_i2s(w: &[BlockI2S], scale: f32, x: &[BlockQ8K]) -> f32 {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = 0.0f32;
+    for (pair, a) in w.chunks(2).zip(x) {
+        let mut s16 = _mm256_setzero_si256();
+        for (h, b) in pair.iter().enumerate() {
+            let q = load256(&b.qs);
+            let y = &a.qs[128 * h..];
+            let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask);
+            let c1 = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+            let c2 = _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask);
+            let c3 = _mm256_and_si256(q, mask);
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c0, load256_i8(y)));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c1, load256_i8(&y[32..])));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c2, load256_i8(&y[64..])));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(c3, load256_i8(&y[96..])));
+        }
+        let mut bs = bsums_i32(a);
+        if pair.len() == 1 {
+            // Half block at the end of a row: only the first 128 activations take part.
+            bs = _mm256_zextsi128_si256(_mm256_castsi256_si128(bs));
+        }
+        let s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), bs);
+        acc = combine(acc, hsum_i32(s32), a.d);
+    }
+    acc * scale
+}

@@ -1,0 +1,286 @@
+//! Matrix kernels: packed weights × int8 activations with integer accumulation.
+//!
+//! Every path computes, per combine unit (a 256-block for TQ1_0/TQ2_0/I2_S, a 32-block for
+//! Q8_0), the exact integer dot product of codes and activations, then folds it into an f32
+//! accumulator with [`combine`], unit by unit in order. Fast paths therefore give bit-identical
+//! results to [`scalar`] whenever their integer sums are right, which the tests check.
+//!
+//! Paths are picked at run time ([`KernelPath::best`]); `TERNARY_KERNEL=scalar|avx2|auto`
+//! or [`Engine::with_path`] forces one. [`Engine`] owns the thread count.
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+pub mod scalar;
+
+use crate::error::{Error, Result, check_len};
+use crate::matrix::{PackedData, PackedMatrix};
+use crate::quant::{ActQuant, BlockQ8K, QuantizedActivations};
+use rayon::prelude::*;
+
+/// The one place integer block sums become floats; all paths use it in the same order.
+#[inline(always)]
+pub(crate) fn combine(acc: f32, sumi: i32, scale: f32) -> f32 {
+    acc + sumi as f32 * scale
+}
+
+/// A kernel implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    /// Portable scalar reference.
+    Scalar,
+    /// x86-64 AVX2.
+    Avx2,
+}
+
+impl KernelPath {
+    /// All paths this build knows.
+    pub const ALL: [KernelPath; 2] = [KernelPath::Scalar, KernelPath::Avx2];
+
+    /// Name used by `TERNARY_KERNEL` and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            KernelPath::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    std::is_x86_feature_detected!("avx2")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The paths this CPU can run.
+    pub fn supported() -> Vec<KernelPath> {
+        KernelPath::ALL
+            .into_iter()
+            .filter(|p| p.is_supported())
+            .collect()
+    }
+
+    /// The fastest supported path.
+    pub fn best() -> KernelPath {
+        if KernelPath::Avx2.is_supported() {
+            KernelPath::Avx2
+        } else {
+            KernelPath::Scalar
+        }
+    }
+
+    /// Parses a name; `auto` means [`KernelPath::best`]. Errors on unknown or unsupported paths.
+    pub fn parse(name: &str) -> Result<KernelPath> {
+        let p = match name.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => return Ok(KernelPath::best()),
+            "scalar" => KernelPath::Scalar,
+            "avx2" => KernelPath::Avx2,
+            other => return Err(Error::UnknownPath(other.to_string())),
+        };
+        if p.is_supported() {
+            Ok(p)
+        } else {
+            Err(Error::UnsupportedPath(p.name()))
+        }
+    }
+
+    /// `TERNARY_KERNEL` if set, else [`KernelPath::best`].
+    pub fn from_env() -> Result<KernelPath> {
+        match std::env::var("TERNARY_KERNEL") {
+            Ok(v) => KernelPath::parse(&v),
+            Err(_) => Ok(KernelPath::best()),
+        }
+    }
+}
+
+/// Runs kernels with a chosen path and thread count. Build one and reuse it: it owns a rayon
+/// pool when `threads > 1`.
+#[derive(Debug)]
+pub struct Engine {
+    path: KernelPath,
+    threads: usize,
+    act: ActQuant,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Engine {
+    /// An engine with `threads` worker threads (>= 1), the path from `TERNARY_KERNEL` (or the
+    /// best one) and per-token activation quantization.
+    pub fn new(threads: usize) -> Result<Engine> {
+        if threads == 0 {
+            return Err(Error::ThreadPool("thread count must be at least 1".into()));
+        }
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| Error::ThreadPool(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(Engine {
+            path: KernelPath::from_env()?,
+            threads,
+            act: ActQuant::PerToken,
+            pool,
+        })
+    }
+
+    /// Forces a kernel path (error if this CPU cannot run it).
+    pub fn with_path(mut self, path: KernelPath) -> Result<Engine> {
+        if !path.is_supported() {
+            return Err(Error::UnsupportedPath(path.name()));
+        }
+        self.path = path;
+        Ok(self)
+    }
+
+    /// Chooses how [`Engine::gemv`] / [`Engine::gemm`] quantize f32 activations.
+    pub fn with_act_quant(mut self, act: ActQuant) -> Engine {
+        self.act = act;
+        self
+    }
+
+    /// The kernel path in use.
+    pub fn path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// The thread count.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// `y = W · x` for one f32 vector: quantizes `x` to int8, runs the integer kernel and
+    /// scales back. `x.len() == w.cols()`, `y.len() == w.rows()`.
+    pub fn gemv(&self, w: &PackedMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.gemm(w, x, 1, y)
+    }
+
+    /// `Y = X · Wᵀ` for `batch` f32 token rows: `x` is `batch x cols` and `y` is
+    /// `batch x rows`, both row-major.
+    pub fn gemm(&self, w: &PackedMatrix, x: &[f32], batch: usize, y: &mut [f32]) -> Result<()> {
+        let q = QuantizedActivations::quantize(x, batch, w.cols(), self.act)?;
+        self.gemm_quantized(w, &q, y)
+    }
+
+    /// The integer kernel on already-quantized activations; `y` is `x.rows x w.rows()`.
+    pub fn gemm_quantized(
+        &self,
+        w: &PackedMatrix,
+        x: &QuantizedActivations,
+        y: &mut [f32],
+    ) -> Result<()> {
+        if x.cols != w.cols() {
+            return Err(Error::Shape(format!(
+                "activations have {} features, matrix has {} columns",
+                x.cols,
+                w.cols()
+            )));
+        }
+        check_len(
+            "activations blocks",
+            x.blocks.len(),
+            x.rows * x.blocks_per_row,
+            "blocks",
+        )?;
+        check_len("gemm output", y.len(), x.rows * w.rows(), "elements")?;
+        if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
+            return Err(Error::NotBlockMultiple {
+                what: "i2_s kernel row length",
+                format: "i2_s",
+                len: w.cols(),
+                block: 128,
+            });
+        }
+        let dot = row_dot(self.path, w);
+        let rows = w.rows();
+        let batch = x.rows;
+        let threads = self.threads;
+        let run = || {
+            if batch == 1 {
+                let xr = x.row(0);
+                let chunk = rows.div_ceil(threads);
+                y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
+                    for (i, o) in ys.iter_mut().enumerate() {
+                        *o = dot(ci * chunk + i, xr);
+                    }
+                });
+            } else {
+                // Row-major scratch so each thread owns whole weight rows; token tiles keep the
+                // activations of a tile in L2 while a row chunk's weights stay in L1.
+                const TILE: usize = 32;
+                let chunk = rows.div_ceil(threads * 4).max(1);
+                let mut tmp = vec![0f32; rows * batch];
+                tmp.par_chunks_mut(chunk * batch)
+                    .enumerate()
+                    .for_each(|(ci, ts)| {
+                        let r0 = ci * chunk;
+                        let nr = ts.len() / batch;
+                        for t0 in (0..batch).step_by(TILE) {
+                            for r in 0..nr {
+                                for t in t0..(t0 + TILE).min(batch) {
+                                    ts[r * batch + t] = dot(r0 + r, x.row(t));
+                                }
+                            }
+                        }
+                    });
+                for (r, tr) in tmp.chunks_exact(batch).enumerate() {
+                    for (t, &v) in tr.iter().enumerate() {
+                        y[t * rows + r] = v;
+                    }
+                }
+            }
+        };
+        match &self.pool {
+            Some(pool) => pool.install(run),
+            // No pool: rayon's par_* would use the global pool, so run the chunks inline.
+            None => {
+                for t in 0..batch {
+                    let xr = x.row(t);
+                    for (r, o) in y[t * rows..(t + 1) * rows].iter_mut().enumerate() {
+                        *o = dot(r, xr);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+type RowDot<'a> = Box<dyn Fn(usize, &[BlockQ8K]) -> f32 + Sync + 'a>;
+
+/// The dot product of weight row `r` with one token, for a path and format.
+fn row_dot(path: KernelPath, w: &PackedMatrix) -> RowDot<'_> {
+    let bpr = w.cols() / w.format().block_elems();
+    match (path, w.data()) {
+        (KernelPath::Scalar, PackedData::Tq1_0(b)) => {
+            Box::new(move |r, x| scalar::dot_tq1(&b[r * bpr..(r + 1) * bpr], x))
+        }
+        (KernelPath::Scalar, PackedData::Tq2_0(b)) => {
+            Box::new(move |r, x| scalar::dot_tq2(&b[r * bpr..(r + 1) * bpr], x))
+        }
+        (KernelPath::Scalar, PackedData::Q8_0(b)) => {
+            Box::new(move |r, x| scalar::dot_q8_0(&b[r * bpr..(r + 1) * bpr], x))
+        }
+        (KernelPath::Scalar, PackedData::I2S { blocks, scale }) => {
+            let s = *scale;
+            Box::new(move |r, x| scalar::dot_i2s(&blocks[r * bpr..(r + 1) * bpr], s, x))
+        }
+        #[cfg(target_arch = "x86_64")]
+        (KernelPath::Avx2, data) => avx2::row_dot(data, bpr),
+        #[cfg(not(target_arch = "x86_64"))]
+        (KernelPath::Avx2, _) => unreachable!("Engine::with_path rejects unsupported paths"),
+    }
+}

@@ -1,0 +1,130 @@
+//! Every kernel path on this CPU gives bit-identical results to the scalar reference, for every
+//! format, over random shapes (including I2_S rows that end in a half activation block), batch
+//! sizes and thread counts; and the results match a float reference within quantization error.
+
+use proptest::prelude::*;
+use ternary_core::{
+    ActQuant, Engine, Error, Format, Granularity, KernelPath, PackedMatrix, QuantizedActivations,
+    quantize_absmean,
+};
+
+fn lcg(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn matrix(format: Format, rows: usize, cols: usize, seed: u64, ternary: bool) -> PackedMatrix {
+    let w = lcg(seed, rows * cols, 1.0);
+    if ternary && format != Format::Q8_0 {
+        let t = quantize_absmean(&w, rows, cols, Granularity::PerTensor, 1e-5).unwrap();
+        PackedMatrix::from_ternary(format, &t).unwrap()
+    } else {
+        PackedMatrix::quantize(format, &w, rows, cols).unwrap()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn fast_paths_match_scalar_bit_for_bit(
+        fmt in 0usize..4, rows in 1usize..19, k in 1usize..6, batch in 1usize..6,
+        threads in 1usize..4, seed in any::<u64>(), per_block in any::<bool>(), ternary in any::<bool>()
+    ) {
+        let format = Format::ALL[fmt];
+        // Ragged: I2_S rows of 128*k end in half an activation block when k is odd.
+        let cols = format.block_elems().max(128) * k;
+        let m = matrix(format, rows, cols, seed, ternary);
+        let x = lcg(seed ^ 0x5555, batch * cols, 3.0);
+        let mode = if per_block { ActQuant::PerBlock } else { ActQuant::PerToken };
+        let q = QuantizedActivations::quantize(&x, batch, cols, mode).unwrap();
+        let reference = {
+            let e = Engine::new(1).unwrap().with_path(KernelPath::Scalar).unwrap();
+            let mut y = vec![0f32; batch * rows];
+            e.gemm_quantized(&m, &q, &mut y).unwrap();
+            y
+        };
+        for path in KernelPath::supported() {
+            let e = Engine::new(threads).unwrap().with_path(path).unwrap();
+            let mut y = vec![f32::NAN; batch * rows];
+            e.gemm_quantized(&m, &q, &mut y).unwrap();
+            let a: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+            let b: Vec<u32> = reference.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(a, b, "path {} format {}", path.name(), format);
+        }
+        // The scalar result is the integer dot product of the unpacked codes, scaled.
+        let deq = m.dequantize();
+        for t in 0..batch {
+            let xr = &x[t * cols..(t + 1) * cols];
+            for r in 0..rows {
+                let exact: f64 = deq[r * cols..(r + 1) * cols].iter().zip(xr)
+                    .map(|(&a, &b)| a as f64 * b as f64).sum();
+                let mag: f64 = deq[r * cols..(r + 1) * cols].iter().zip(xr)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                let got = reference[t * rows + r] as f64;
+                // int8 activations: relative error per element <= 1/254 of the row's max.
+                prop_assert!((got - exact).abs() <= mag * 0.02 + 1e-3,
+                    "format {} t {} r {}: {} vs {}", format, t, r, got, exact);
+            }
+        }
+    }
+}
+
+#[test]
+fn high_level_gemv_and_gemm_agree() {
+    let (rows, cols) = (37, 512);
+    for format in Format::ALL {
+        let m = matrix(format, rows, cols, 7, true);
+        let x = lcg(11, 3 * cols, 2.0);
+        let e = Engine::new(2).unwrap();
+        let mut y = vec![0f32; 3 * rows];
+        e.gemm(&m, &x, 3, &mut y).unwrap();
+        for t in 0..3 {
+            let mut yv = vec![0f32; rows];
+            e.gemv(&m, &x[t * cols..(t + 1) * cols], &mut yv).unwrap();
+            assert_eq!(&yv[..], &y[t * rows..(t + 1) * rows], "{format}");
+        }
+    }
+}
+
+#[test]
+fn kernel_errors_are_typed() {
+    let m = matrix(Format::Tq2_0, 4, 256, 1, true);
+    let e = Engine::new(1).unwrap();
+    let mut y = vec![0f32; 4];
+    assert!(matches!(
+        e.gemv(&m, &[0.0; 255], &mut y),
+        Err(Error::BufferLength { .. })
+    ));
+    assert!(matches!(
+        e.gemv(&m, &[0.0; 256], &mut y[..3]),
+        Err(Error::BufferLength { .. })
+    ));
+    let mut x = vec![0.0f32; 256];
+    x[3] = f32::NAN;
+    assert!(matches!(
+        e.gemv(&m, &x, &mut y),
+        Err(Error::NonFinite { index: 3, .. })
+    ));
+    assert!(matches!(
+        e.gemm(&m, &[], 0, &mut []),
+        Err(Error::Empty { .. })
+    ));
+    let q = QuantizedActivations::quantize(&[0.5; 512], 1, 512, ActQuant::PerToken).unwrap();
+    assert!(matches!(
+        e.gemm_quantized(&m, &q, &mut y),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(Engine::new(0), Err(Error::ThreadPool(_))));
+    assert!(matches!(
+        KernelPath::parse("neon9"),
+        Err(Error::UnknownPath(_))
+    ));
+    assert_eq!(KernelPath::parse("scalar").unwrap(), KernelPath::Scalar);
+}
