@@ -70,6 +70,15 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
     })
 }
 
+/// Packs ternary codes (-1, 0, +1; file element order) with one scale into TQ1_0, TQ2_0
+/// (the scale, rounded to fp16, is stored in every 256-block) or I2_S (the f32 scale is stored
+/// once). This is the exact path for weights that are already ternary, e.g. absmean-quantized
+/// BitNet weights: `value = code * scale`. Unlike [`quantize`], an all-zero TQ block keeps
+/// `d = scale` instead of 0; both dequantize to zeros.
+pub fn pack_ternary(ty: GgmlType, codes: &[i8], scale: f32) -> Result<Vec<u8>> {
+    crate::packed::pack_ternary(ty, codes, scale)
+}
+
 fn expected_bytes(ty: GgmlType, n_elements: u64) -> Result<u64> {
     if !ty.is_convertible() {
         return Err(Error::Unsupported {
@@ -107,6 +116,10 @@ impl Error {
                 what,
                 found,
                 expected,
+            },
+            Error::Ternary { source, .. } => Error::Ternary {
+                name: tensor.to_owned(),
+                source,
             },
             Error::Invalid { reason, .. } => Error::Invalid {
                 what: format!("tensor `{tensor}`"),

@@ -113,6 +113,25 @@ pub enum Error {
         /// The first of them.
         next: String,
     },
+    /// `ternary-core` rejected packed data or values (non-finite input, a length that is
+    /// not a whole number of blocks, a code outside -1..=1, ...).
+    #[error("tensor `{name}`: {source}")]
+    Ternary {
+        /// Tensor name (or `<data>` for free-standing conversions).
+        name: String,
+        /// The error from `ternary-core`.
+        #[source]
+        source: ternary_core::Error,
+    },
+}
+
+impl From<ternary_core::Error> for Error {
+    fn from(source: ternary_core::Error) -> Self {
+        Error::Ternary {
+            name: "<data>".into(),
+            source,
+        }
+    }
 }
 
 /// What is wrong with a malformed file (see [`Error::Malformed`]).
