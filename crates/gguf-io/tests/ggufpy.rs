@@ -235,7 +235,7 @@ fn files_gguf_py_writes_read_identically_here() {
         ("m.string", "héllo 세계".into()),
         ("m.u64", 18_000_000_000_000_000_000u64.into()),
         ("m.i64", (-9_000_000_000_000_000_000i64).into()),
-        ("m.f64", 2.718281828459045f64.into()),
+        ("m.f64", std::f64::consts::E.into()),
         ("m.arr_i32", vec![1i32, -2, 3].into()),
         ("m.arr_f32", vec![0.5f32, -1.25].into()),
         ("m.arr_str", vec!["a", "", "ü"].into()),
