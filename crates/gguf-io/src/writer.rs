@@ -69,16 +69,13 @@ impl GgufBuilder {
         Ok(())
     }
 
-    /// Adds a metadata entry (written in insertion order). Keys must be unique and non-empty;
+    /// Adds a metadata entry (written in insertion order). Keys must be unique;
     /// arrays may nest at most [`MAX_ARRAY_DEPTH`](crate::MAX_ARRAY_DEPTH) levels (note that
     /// llama.cpp itself does not read nested arrays). `general.alignment` must be a UINT32
     /// power of two and goes through [`set_alignment`](Self::set_alignment).
     pub fn add_metadata(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<()> {
         let key = key.into();
         let value = value.into();
-        if key.is_empty() {
-            return Err(invalid("metadata key", "empty key"));
-        }
         if self.metadata.contains_key(&key) {
             return Err(Error::DuplicateKey { key });
         }
@@ -118,10 +115,13 @@ impl GgufBuilder {
     ) -> Result<()> {
         let name = name.into();
         let what = || format!("tensor `{name}`");
-        if name.is_empty() || name.len() > MAX_TENSOR_NAME_LEN {
+        if name.len() > MAX_TENSOR_NAME_LEN {
             return Err(invalid(
                 what(),
-                format!("name must be 1 to {MAX_TENSOR_NAME_LEN} bytes"),
+                format!(
+                    "name is {} bytes, the limit is {MAX_TENSOR_NAME_LEN}",
+                    name.len()
+                ),
             ));
         }
         if self.names.contains(&name) {
