@@ -162,7 +162,7 @@ impl ModelConfig {
                 return fail(field, "must be at least 1".into());
             }
         }
-        if self.hidden_size % self.n_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.n_heads) {
             return fail(
                 "n_heads",
                 format!(
@@ -171,13 +171,13 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return fail(
                 "n_heads",
                 format!("head_dim {} must be even for RoPE", self.head_dim()),
             );
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return fail(
                 "n_kv_heads",
                 format!(

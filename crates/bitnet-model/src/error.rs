@@ -21,6 +21,66 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The packed CPU runtime cannot run this model or input (bad token id, full KV
+    /// cache, a config it cannot express, an unreadable tokenizer...).
+    #[error("inference: {message}")]
+    Inference {
+        /// What went wrong, naming the tensor, token or file.
+        message: String,
+    },
+    /// GGUF export refused the model or failed to write the file.
+    #[error("GGUF export to `{path}`: {message}")]
+    Export {
+        /// The output file.
+        path: String,
+        /// What went wrong (the target that cannot express the model, the I/O error...).
+        message: String,
+    },
+    /// A GGUF file could not be imported back into a model.
+    #[error("GGUF import of `{path}`: {message}")]
+    Import {
+        /// The input file.
+        path: String,
+        /// What is missing or wrong, naming the key or tensor.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Corpus, tokenizer or token-shard data is unusable.
+    #[error("{what}: {message}")]
+    Data {
+        /// The file, directory or data item.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Training stopped (non-finite loss, bad checkpoint, backend failure).
+    #[error("training: {0}")]
+    Training(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// An [`Error::Data`].
+    pub fn data(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Data {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Result alias for this crate.

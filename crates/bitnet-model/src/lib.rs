@@ -8,7 +8,12 @@
 //! ```
 
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod model;
+pub mod rng;
+pub mod store;
+pub mod train;
 pub mod weights;
 
 pub use config::{Activation, ModelConfig, WeightKind};

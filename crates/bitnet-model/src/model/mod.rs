@@ -1,0 +1,8 @@
+//! The burn model: [`BitLinear`] on its own, and the BitNet transformer (with its
+//! full-precision twin selected by [`ModelConfig::weights`](crate::ModelConfig)).
+
+pub mod bitlinear;
+pub mod transformer;
+
+pub use bitlinear::{BitLinear, act_quant_ste, ternary_ste};
+pub use transformer::{Block, Model, RmsNorm, rope_tables, token_tensor};
