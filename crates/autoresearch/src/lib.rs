@@ -18,10 +18,12 @@
 //! # Ok::<(), autoresearch::Error>(())
 //! ```
 
+pub mod command;
 pub mod error;
 pub mod functions;
 pub mod math;
 pub mod pruner;
+pub mod report;
 pub mod sampler;
 pub mod space;
 pub mod storage;

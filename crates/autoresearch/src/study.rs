@@ -138,8 +138,11 @@ impl TrialHandle {
     }
 }
 
+/// Called after each trial of [`Study::optimize`] finishes, with its number and state.
+pub type TrialCallback = Arc<dyn Fn(u64, TrialState) + Send + Sync>;
+
 /// Options of [`Study::optimize`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OptimizeOptions {
     /// Trials to start in this call.
     pub n_trials: usize,
@@ -149,6 +152,8 @@ pub struct OptimizeOptions {
     pub timeout: Option<Duration>,
     /// Stop starting trials after this much wall time.
     pub time_budget: Option<Duration>,
+    /// Progress hook.
+    pub callback: Option<TrialCallback>,
 }
 
 impl OptimizeOptions {
@@ -159,6 +164,7 @@ impl OptimizeOptions {
             jobs: 1,
             timeout: None,
             time_budget: None,
+            callback: None,
         }
     }
 
@@ -202,9 +208,15 @@ pub struct StudyBuilder {
     storage: Arc<dyn Storage>,
     seed: u64,
     worker: String,
+    attrs: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl StudyBuilder {
+    /// A study attribute stored at creation (command line, metric...).
+    pub fn attr(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.attrs.insert(key.into(), value);
+        self
+    }
     /// Study name.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.into();
@@ -266,7 +278,7 @@ impl StudyBuilder {
             name: self.name.clone(),
             directions: self.directions.clone(),
             space: self.space.clone(),
-            attrs: std::collections::BTreeMap::new(),
+            attrs: self.attrs,
         };
         let stored = self.storage.open_study(&meta)?;
         Ok(Study {
@@ -305,6 +317,7 @@ impl Study {
             storage: Arc::new(InMemoryStorage::new()),
             seed: 0,
             worker: format!("pid{}", std::process::id()),
+            attrs: std::collections::BTreeMap::new(),
         }
     }
 
@@ -506,6 +519,7 @@ impl Study {
                                 break;
                             }
                         };
+                        let number = handle.number;
                         let state = match self.run_one(&objective, handle, opts.timeout) {
                             Ok(s) => s,
                             Err(e) => {
@@ -514,6 +528,9 @@ impl Study {
                                 break;
                             }
                         };
+                        if let Some(cb) = &opts.callback {
+                            cb(number, state);
+                        }
                         let mut s = lock(&summary);
                         s.started += 1;
                         match state {

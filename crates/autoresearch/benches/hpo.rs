@@ -1,0 +1,179 @@
+//! `cargo xtask bench hpo`: our samplers against Optuna 5's TPESampler and RandomSampler on
+//! Branin, Hartmann6, Rosenbrock (d = 10), Levy (d = 6), Styblinski–Tang (d = 6) and a mixed
+//! categorical / integer / continuous function; 100 trials, 30 seeds, both sides in this run.
+//! Writes `$MAGNET_BENCH_OUT/hpo.json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use autoresearch::functions::TestFunction;
+use autoresearch::math::quantile;
+use autoresearch::{
+    CmaEsSampler, OptimizeOptions, QmcSampler, RandomSampler, Sampler, Study, TpeSampler,
+    TrialError, TrialHandle,
+};
+use serde_json::{Value, json};
+
+const SEEDS: u64 = 30;
+const TRIALS: usize = 100;
+
+fn make(name: &str, seed: u64) -> Box<dyn Sampler> {
+    match name {
+        "tpe" => Box::new(TpeSampler::default()),
+        "random" => Box::new(RandomSampler::new()),
+        "qmc" => Box::new(QmcSampler::new(seed)),
+        _ => Box::new(CmaEsSampler::new()),
+    }
+}
+
+/// Best value and overhead (study wall time minus time inside the objective).
+fn run(f: TestFunction, sampler: &str, seed: u64) -> (f64, f64) {
+    let study = Study::builder(f.space())
+        .sampler_boxed(make(sampler, seed))
+        .seed(seed)
+        .build()
+        .expect("study");
+    let spent = Arc::new(std::sync::Mutex::new(0.0f64));
+    let s2 = spent.clone();
+    let obj = move |t: &TrialHandle| -> Result<f64, TrialError> {
+        let t0 = Instant::now();
+        let v = f.eval(t.params());
+        *s2.lock().expect("lock") += t0.elapsed().as_secs_f64();
+        Ok(v)
+    };
+    let t0 = Instant::now();
+    study
+        .optimize(Arc::new(obj), &OptimizeOptions::trials(TRIALS))
+        .expect("optimize");
+    let wall = t0.elapsed().as_secs_f64();
+    let best = study
+        .best_trial()
+        .expect("trials")
+        .and_then(|t| t.value())
+        .expect("a complete trial");
+    let inside = *spent.lock().expect("lock");
+    (best, wall - inside)
+}
+
+fn stats(xs: &[f64]) -> Value {
+    json!({
+        "median": quantile(xs, 0.5),
+        "q25": quantile(xs, 0.25),
+        "q75": quantile(xs, 0.75),
+    })
+}
+
+fn med(xs: &[f64]) -> f64 {
+    quantile(xs, 0.5).unwrap_or(f64::NAN)
+}
+
+fn optuna() -> Option<Value> {
+    let Ok(py) = std::env::var("MAGNET_PYTHON") else {
+        eprintln!("MAGNET_PYTHON unset: Optuna side skipped");
+        return None;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/hpo_optuna.py");
+    let t0 = Instant::now();
+    let out = std::process::Command::new(&py)
+        .args([script, &SEEDS.to_string(), &TRIALS.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running MAGNET_PYTHON");
+    assert!(out.status.success(), "optuna script failed: {}", out.status);
+    eprintln!("optuna side: {:.1} s", t0.elapsed().as_secs_f64());
+    Some(serde_json::from_slice(&out.stdout).expect("optuna JSON"))
+}
+
+fn main() {
+    let samplers = ["tpe", "random", "qmc", "cmaes"];
+    // function -> sampler -> (best per seed, overhead per seed)
+    type Runs<'a> = BTreeMap<&'a str, (Vec<f64>, Vec<f64>)>;
+    let mut ours: BTreeMap<&str, Runs<'_>> = BTreeMap::new();
+    let t0 = Instant::now();
+    for f in TestFunction::ALL {
+        for s in samplers {
+            let (best, time): (Vec<f64>, Vec<f64>) = (0..SEEDS).map(|seed| run(f, s, seed)).unzip();
+            eprintln!(
+                "ours {:>16} {:>6}: median best {:.4}, {:.2} ms/study",
+                f.name(),
+                s,
+                med(&best),
+                1e3 * med(&time)
+            );
+            ours.entry(f.name()).or_default().insert(s, (best, time));
+        }
+    }
+    eprintln!("our side: {:.1} s", t0.elapsed().as_secs_f64());
+    let opt = optuna();
+    let mut summary = serde_json::Map::new();
+    let mut detail = serde_json::Map::new();
+    for f in TestFunction::ALL {
+        let o = &ours[f.name()];
+        let mut d = serde_json::Map::new();
+        for s in samplers {
+            let (b, t) = &o[s];
+            d.insert(
+                format!("ours_{s}"),
+                json!({"best": stats(b), "overhead_s_per_study": stats(t), "per_seed_best": b}),
+            );
+        }
+        let mut sm = json!({
+            "optimum": f.optimum(),
+            "ours_tpe_median": med(&o["tpe"].0),
+            "ours_tpe_iqr": [quantile(&o["tpe"].0, 0.25), quantile(&o["tpe"].0, 0.75)],
+            "ours_random_median": med(&o["random"].0),
+            "ours_qmc_median": med(&o["qmc"].0),
+            "ours_cmaes_median": med(&o["cmaes"].0),
+            "ours_tpe_sampler_s_per_study": med(&o["tpe"].1),
+        });
+        if let Some(op) = &opt {
+            let r = &op["results"][f.name()];
+            let vals = |s: &str, k: &str| -> Vec<f64> {
+                r[s][k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default()
+            };
+            let (tb, tt) = (vals("tpe", "best"), vals("tpe", "overhead_s"));
+            let (rb, rt) = (vals("random", "best"), vals("random", "overhead_s"));
+            let m = sm.as_object_mut().expect("object");
+            m.insert("optuna_tpe_median".into(), json!(med(&tb)));
+            m.insert(
+                "optuna_tpe_iqr".into(),
+                json!([quantile(&tb, 0.25), quantile(&tb, 0.75)]),
+            );
+            m.insert("optuna_random_median".into(), json!(med(&rb)));
+            m.insert("optuna_tpe_sampler_s_per_study".into(), json!(med(&tt)));
+            m.insert(
+                "sampler_time_ratio".into(),
+                json!(med(&tt) / med(&o["tpe"].1)),
+            );
+            d.insert(
+                "optuna_tpe".into(),
+                json!({"best": stats(&tb), "overhead_s_per_study": stats(&tt), "per_seed_best": tb}),
+            );
+            d.insert(
+                "optuna_random".into(),
+                json!({"best": stats(&rb), "overhead_s_per_study": stats(&rt), "per_seed_best": rb}),
+            );
+        }
+        eprintln!("{}: {sm}", f.name());
+        summary.insert(f.name().into(), sm);
+        detail.insert(f.name().into(), Value::Object(d));
+    }
+    let doc = json!({
+        "area": "hpo",
+        "trials": TRIALS,
+        "seeds": SEEDS,
+        "sampler_time": "study wall time minus time inside the objective, median per study",
+        "optuna_version": opt.as_ref().map(|o| o["optuna_version"].clone()),
+        "summary": summary,
+        "detail": detail,
+    });
+    let dir = std::env::var("MAGNET_BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let path = std::path::Path::new(&dir).join("hpo.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+    eprintln!("wrote {}", path.display());
+}

@@ -1,0 +1,209 @@
+//! The `autoresearch` binary driving a shell command as the objective.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
+
+fn write_space(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("space.toml");
+    std::fs::write(
+        &p,
+        r#"
+[[params]]
+name = "x"
+type = "float"
+low = 0.0
+high = 1.0
+
+[[params]]
+name = "k"
+type = "int"
+low = 1
+high = 4
+"#,
+    )
+    .unwrap();
+    p
+}
+
+fn ar(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_status_best_export_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = write_space(dir.path());
+    let study = dir.path().join("st");
+    // k = 4 crashes; otherwise two intermediate lines then the final metric. The env var and
+    // the params file must agree with the substituted value.
+    let script = r#"test "$AR_PARAM_X" = "{x}" && test -f "$AUTORESEARCH_PARAMS_FILE" || exit 3
+if [ {k} = 4 ]; then echo "bad k" >&2; exit 2; fi
+awk -v x={x} -v k={k} 'BEGIN { printf "{\"step\":0,\"metric\":%f}\n", (x-0.3)^2 + 1;
+  printf "{\"step\":1,\"metric\":%f}\n", (x-0.3)^2 + 0.5;
+  printf "{\"metric\":%f,\"description\":\"k%d\"}\n", (x-0.3)^2 + k/10, k }'"#;
+    let (ok, out, err) = ar(&[
+        "run",
+        "--space",
+        space.to_str().unwrap(),
+        "--study",
+        study.to_str().unwrap(),
+        "--trials",
+        "12",
+        "--jobs",
+        "2",
+        "--sampler",
+        "random",
+        "--seed",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("12 started"), "{out}");
+    let tsv = std::fs::read_to_string(study.join("results.tsv")).unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(lines[0], "trial\tmetric\tmemory_gb\tstatus\tdescription");
+    assert_eq!(lines.len(), 13);
+    assert!(lines.iter().any(|l| l.contains("\tkeep\t")), "{tsv}");
+    // Per-trial logs are kept.
+    assert!(study.join("trials/0/stdout.log").exists());
+    assert!(study.join("trials/0/params.json").exists());
+
+    let (ok, out, _) = ar(&["status", "--study", study.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.contains("12 trials"), "{out}");
+    let crashed = out.lines().filter(|l| l.contains("\tcrash\t")).count();
+    let (ok, csv, _) = ar(&[
+        "export",
+        "--study",
+        study.to_str().unwrap(),
+        "--format",
+        "csv",
+    ]);
+    assert!(ok);
+    assert!(csv.starts_with("number,state,value,duration_s,param_x,param_k,message"));
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",failed,")).count(),
+        crashed
+    );
+    for l in csv.lines().filter(|l| l.contains(",failed,")) {
+        assert!(l.contains("bad k"), "{l}");
+    }
+    // Intermediate values were streamed.
+    let (ok, json, _) = ar(&[
+        "export",
+        "--study",
+        study.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let trials: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let t0 = trials
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "complete")
+        .unwrap();
+    assert_eq!(t0["intermediate"].as_object().unwrap().len(), 2);
+    assert!(
+        t0["user_attrs"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with('k')
+    );
+
+    let (ok, best, _) = ar(&["best", "--study", study.to_str().unwrap()]);
+    assert!(ok);
+    let b: serde_json::Value = serde_json::from_str(&best).unwrap();
+    assert_eq!(b["state"], "complete");
+
+    let (ok, out, err) = ar(&[
+        "resume",
+        "--study",
+        study.to_str().unwrap(),
+        "--trials",
+        "3",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = ar(&["status", "--study", study.to_str().unwrap()]);
+    assert!(out.contains("15 trials"), "{out}");
+    // A second `run` on the same directory refuses.
+    let (ok, _, err) = ar(&[
+        "run",
+        "--space",
+        space.to_str().unwrap(),
+        "--study",
+        study.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(!ok && err.contains("resume"), "{err}");
+}
+
+#[test]
+fn regex_metric_pruning_and_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = write_space(dir.path());
+    let study = dir.path().join("re");
+    let (ok, out, err) = ar(&[
+        "run",
+        "--space",
+        space.to_str().unwrap(),
+        "--study",
+        study.to_str().unwrap(),
+        "--trials",
+        "4",
+        "--metric-regex",
+        r"val_loss: ([0-9.]+)",
+        "--timeout",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "if [ $AUTORESEARCH_TRIAL = 1 ]; then sleep 30; fi; echo 'val_loss: 0.25'; echo 'val_loss: {x}'",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (_, json, _) = ar(&[
+        "export",
+        "--study",
+        study.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let trials: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for t in trials.as_array().unwrap() {
+        if t["number"] == 1 {
+            assert_eq!(t["state"], "timed_out");
+        } else {
+            assert_eq!(t["state"], "complete");
+            assert_eq!(t["values"][0].as_f64(), t["params"]["x"].as_f64());
+        }
+    }
+    // Bad inputs give errors, not panics.
+    let (ok, _, err) = ar(&[
+        "status",
+        "--study",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no study"), "{err}");
+    std::fs::write(dir.path().join("bad.toml"), "[[params]]\nname = 3\n").unwrap();
+    let (ok, _, err) = ar(&[
+        "run",
+        "--space",
+        dir.path().join("bad.toml").to_str().unwrap(),
+        "--study",
+        dir.path().join("b").to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(!ok && err.contains("bad.toml"), "{err}");
+}
