@@ -84,7 +84,7 @@ pub enum Error {
     #[error("kernel path `{0}` is not supported on this CPU")]
     UnsupportedPath(&'static str),
     /// An unknown kernel path name (API or `TERNARY_KERNEL`).
-    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2)")]
+    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2, neon)")]
     UnknownPath(String),
     /// A thread count of zero or a pool that could not be built.
     #[error("thread pool: {0}")]

@@ -5,11 +5,13 @@
 //! accumulator with [`combine`], unit by unit in order. Fast paths therefore give bit-identical
 //! results to [`scalar`] whenever their integer sums are right, which the tests check.
 //!
-//! Paths are picked at run time ([`KernelPath::best`]); `TERNARY_KERNEL=scalar|avx2|auto`
+//! Paths are picked at run time ([`KernelPath::best`]); `TERNARY_KERNEL=scalar|avx2|neon|auto`
 //! or [`Engine::with_path`] forces one. [`Engine`] owns the thread count.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 
 use crate::error::{Error, Result, check_len};
@@ -30,17 +32,20 @@ pub enum KernelPath {
     Scalar,
     /// x86-64 AVX2.
     Avx2,
+    /// aarch64 NEON (never picked automatically: see [`neon`](self) module docs; force it).
+    Neon,
 }
 
 impl KernelPath {
     /// All paths this build knows.
-    pub const ALL: [KernelPath; 2] = [KernelPath::Scalar, KernelPath::Avx2];
+    pub const ALL: [KernelPath; 3] = [KernelPath::Scalar, KernelPath::Avx2, KernelPath::Neon];
 
     /// Name used by `TERNARY_KERNEL` and reports.
     pub fn name(self) -> &'static str {
         match self {
             KernelPath::Scalar => "scalar",
             KernelPath::Avx2 => "avx2",
+            KernelPath::Neon => "neon",
         }
     }
 
@@ -58,6 +63,16 @@ impl KernelPath {
                     false
                 }
             }
+            KernelPath::Neon => {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    std::arch::is_aarch64_feature_detected!("neon")
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                {
+                    false
+                }
+            }
         }
     }
 
@@ -69,7 +84,8 @@ impl KernelPath {
             .collect()
     }
 
-    /// The fastest supported path.
+    /// The fastest supported path that has been verified on hardware (NEON is excluded until
+    /// it has run the equality tests on an ARM machine).
     pub fn best() -> KernelPath {
         if KernelPath::Avx2.is_supported() {
             KernelPath::Avx2
@@ -84,6 +100,7 @@ impl KernelPath {
             "auto" | "" => return Ok(KernelPath::best()),
             "scalar" => KernelPath::Scalar,
             "avx2" => KernelPath::Avx2,
+            "neon" => KernelPath::Neon,
             other => return Err(Error::UnknownPath(other.to_string())),
         };
         if p.is_supported() {
@@ -282,5 +299,9 @@ fn row_dot(path: KernelPath, w: &PackedMatrix) -> RowDot<'_> {
         (KernelPath::Avx2, data) => avx2::row_dot(data, bpr),
         #[cfg(not(target_arch = "x86_64"))]
         (KernelPath::Avx2, _) => unreachable!("Engine::with_path rejects unsupported paths"),
+        #[cfg(target_arch = "aarch64")]
+        (KernelPath::Neon, data) => neon::row_dot(data, bpr),
+        #[cfg(not(target_arch = "aarch64"))]
+        (KernelPath::Neon, _) => unreachable!("Engine::with_path rejects unsupported paths"),
     }
 }

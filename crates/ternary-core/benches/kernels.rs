@@ -1,0 +1,251 @@
+//! `cargo xtask bench kernels`: GEMV / GEMM throughput of every packed format and kernel path,
+//! compared with the scalar reference and with the machine's read bandwidth measured in the
+//! same run. Writes `$MAGNET_BENCH_OUT/kernels.json` (default `target/bench`).
+//!
+//! Env: `KERNELS_BENCH_QUICK=1` runs two shapes only (for a smoke run).
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use ternary_core::{
+    ActQuant, Engine, Format, Granularity, KernelPath, PackedMatrix, QuantizedActivations,
+    quantize_absmean,
+};
+
+const SHAPES: [(usize, usize); 6] = [
+    (1024, 1024),
+    (1536, 4096),
+    (4096, 1536),
+    (2560, 2560),
+    (2560, 6912),
+    (6912, 2560),
+];
+/// Bytes of weights cycled through for the out-of-cache GEMV runs (4x the 32 MiB L3).
+const COLD_BYTES: usize = 128 << 20;
+/// Buffer for the read-bandwidth reduction.
+const BW_BYTES: usize = 512 << 20;
+
+fn lcg(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median of the timings of `f` (after one warm-up call when `min_reps > 1`), with at least
+/// `min_reps` runs and more until `budget` is spent.
+fn time(min_reps: usize, budget: Duration, mut f: impl FnMut()) -> (f64, usize) {
+    if min_reps > 1 {
+        f();
+    }
+    let start = Instant::now();
+    let mut v = Vec::new();
+    while v.len() < min_reps || (start.elapsed() < budget && v.len() < 200) {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed().as_nanos() as f64);
+    }
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v.len())
+}
+
+/// Read-only reduction over a buffer far larger than the LLC, split over `threads`.
+fn read_bandwidth(buf: &[u64], threads: usize) -> f64 {
+    let reduce = |s: &[u64]| -> u64 {
+        let mut acc = [0u64; 8];
+        for c in s.chunks_exact(8) {
+            for (a, &b) in acc.iter_mut().zip(c) {
+                *a = a.wrapping_add(b);
+            }
+        }
+        acc.iter().fold(0, |x, &y| x ^ y)
+    };
+    let (ns, _) = time(5, Duration::from_secs(2), || {
+        let chunk = buf.len().div_ceil(threads);
+        let r: u64 = std::thread::scope(|sc| {
+            let hs: Vec<_> = buf
+                .chunks(chunk)
+                .map(|c| sc.spawn(move || reduce(c)))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .fold(0, |a, b| a ^ b)
+        });
+        std::hint::black_box(r);
+    });
+    (buf.len() * 8) as f64 / ns
+}
+
+fn main() {
+    let quick = std::env::var("KERNELS_BENCH_QUICK").as_deref() == Ok("1");
+    let out_dir = std::env::var("MAGNET_BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
+    let shapes: Vec<(usize, usize)> = if quick {
+        vec![SHAPES[0], SHAPES[4]]
+    } else {
+        SHAPES.to_vec()
+    };
+    let thread_counts = [1usize, 2];
+    let batches = [1usize, 64, 512];
+    let paths = KernelPath::supported();
+
+    let mut bw = std::collections::BTreeMap::new();
+    {
+        let buf: Vec<u64> = (0..BW_BYTES / 8).map(|i| i as u64).collect();
+        for &t in &thread_counts {
+            let gbs = read_bandwidth(&buf, t);
+            eprintln!("read bandwidth, {t} thread(s): {gbs:.2} GB/s");
+            bw.insert(t, gbs);
+        }
+    }
+
+    let engines: Vec<(KernelPath, usize, Engine)> = paths
+        .iter()
+        .flat_map(|&p| {
+            thread_counts
+                .iter()
+                .map(move |&t| (p, t, Engine::new(t).unwrap().with_path(p).unwrap()))
+        })
+        .collect();
+
+    let mut records: Vec<Value> = Vec::new();
+    for &(rows, cols) in &shapes {
+        let w = lcg(rows as u64 * 31 + cols as u64, rows * cols);
+        let t = quantize_absmean(&w, rows, cols, Granularity::PerTensor, 1e-5).unwrap();
+        let xs = lcg(7, 512 * cols);
+        for format in Format::ALL {
+            let m = if format == Format::Q8_0 {
+                PackedMatrix::quantize(format, &w, rows, cols).unwrap()
+            } else {
+                PackedMatrix::from_ternary(format, &t).unwrap()
+            };
+            let wbytes = m.byte_len();
+            let copies = COLD_BYTES.div_ceil(wbytes).max(2);
+            let cold: Vec<PackedMatrix> = (0..copies).map(|_| m.clone()).collect();
+            let mut scalar_ns = std::collections::BTreeMap::new();
+            for &batch in &batches {
+                let q = QuantizedActivations::quantize(
+                    &xs[..batch * cols],
+                    batch,
+                    cols,
+                    ActQuant::PerToken,
+                )
+                .unwrap();
+                let mut y = vec![0f32; batch * rows];
+                for (path, threads, engine) in &engines {
+                    let scalar = *path == KernelPath::Scalar;
+                    // Scalar GEMM at batch 512 would take minutes; its time is extrapolated
+                    // linearly from batch 64 (the scalar kernel's cost is linear in batch).
+                    if scalar && batch == 512 {
+                        let ns64: f64 = scalar_ns[&(*threads, 64usize)];
+                        scalar_ns.insert((*threads, batch), ns64 * 8.0);
+                        continue;
+                    }
+                    // GEMM runs take up to seconds each: one timed run after the warm-up keeps the
+                    // whole bench within minutes on a shared 2-core machine.
+                    let budget = Duration::from_millis(if batch == 1 { 300 } else { 0 });
+                    let min_reps = if batch == 1 { 10 } else { 1 };
+                    let (ns, reps) = time(min_reps, budget, || {
+                        engine.gemm_quantized(&m, &q, &mut y).unwrap();
+                        std::hint::black_box(&y);
+                    });
+                    if scalar {
+                        scalar_ns.insert((*threads, batch), ns);
+                    }
+                    let mut variants = vec![("cache", ns, reps)];
+                    if batch == 1 {
+                        let mut i = 0;
+                        let (cns, creps) = time(min_reps, budget, || {
+                            engine
+                                .gemm_quantized(&cold[i % copies], &q, &mut y)
+                                .unwrap();
+                            i += 1;
+                            std::hint::black_box(&y);
+                        });
+                        variants.push(("dram", cns, creps));
+                    }
+                    for (resident, ns, reps) in variants {
+                        let gbs = wbytes as f64 / ns;
+                        let sref = scalar_ns.get(&(*threads, batch)).copied();
+                        let rec = json!({
+                            "format": format.name(),
+                            "path": path.name(),
+                            "rows": rows,
+                            "cols": cols,
+                            "batch": batch,
+                            "threads": threads,
+                            "weights_resident": resident,
+                            "median_ns": ns,
+                            "reps": reps,
+                            "weight_bytes": wbytes,
+                            "gb_per_s": gbs,
+                            "gmac_per_s": (rows * cols * batch) as f64 / ns,
+                            "ratio_to_scalar": sref.map(|s| s / ns),
+                            "scalar_extrapolated": batch == 512,
+                            "ratio_to_read_bandwidth": gbs / bw[threads],
+                        });
+                        eprintln!(
+                            "{:>5} {:>6} {:>4}x{:<4} b{:<3} t{} {:>5}: {:>12.0} ns {:>7.2} GB/s  x{:.1} scalar  {:.2} of bw",
+                            format.name(),
+                            path.name(),
+                            rows,
+                            cols,
+                            batch,
+                            threads,
+                            resident,
+                            ns,
+                            gbs,
+                            sref.map_or(f64::NAN, |s| s / ns),
+                            gbs / bw[threads]
+                        );
+                        records.push(rec);
+                    }
+                }
+            }
+        }
+    }
+
+    let best = |pred: &dyn Fn(&Value) -> bool, key: &str| -> Option<(f64, Value)> {
+        records
+            .iter()
+            .filter(|r| pred(r))
+            .filter_map(|r| r[key].as_f64().map(|v| (v, r.clone())))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let gemv_best = best(
+        &|r| r["batch"] == 1 && r["weights_resident"] == "dram",
+        "ratio_to_read_bandwidth",
+    );
+    let simd_best = best(&|r| r["path"] != "scalar", "ratio_to_scalar");
+    let summary = json!({
+        "gemv_bandwidth_ratio_best": gemv_best.as_ref().map(|b| b.0),
+        "gemv_bandwidth_ratio_best_record": gemv_best.map(|b| b.1),
+        "simd_over_scalar_best": simd_best.as_ref().map(|b| b.0),
+        "simd_over_scalar_best_record": simd_best.map(|b| b.1),
+        "targets": {"gemv_bandwidth_ratio": 0.85, "simd_over_scalar": 10.0},
+    });
+    let report = json!({
+        "area": "kernels",
+        "machine": {
+            "read_bandwidth_gb_per_s": bw.iter().map(|(t, g)| (t.to_string(), json!(g))).collect::<serde_json::Map<_, _>>(),
+            "read_bandwidth_buffer_bytes": BW_BYTES,
+            "cold_weight_bytes": COLD_BYTES,
+            "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        },
+        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through copies of the matrix totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8.",
+        "quick": quick,
+        "records": records,
+        "summary": summary,
+    });
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let path = std::path::Path::new(&out_dir).join("kernels.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    eprintln!("wrote {}", path.display());
+    eprintln!(
+        "summary: {}",
+        serde_json::to_string_pretty(&report["summary"]).unwrap()
+    );
+}
