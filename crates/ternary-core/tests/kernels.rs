@@ -128,3 +128,37 @@ fn kernel_errors_are_typed() {
     ));
     assert_eq!(KernelPath::parse("scalar").unwrap(), KernelPath::Scalar);
 }
+
+#[test]
+fn large_batches_cross_token_tiles_bit_exactly() {
+    // 70 tokens: more than one 64-token tile and a ragged group of 4; I2_S with 384 columns
+    // ends in half an activation block.
+    for format in Format::ALL {
+        let cols = if format == Format::I2S { 384 } else { 512 };
+        let (rows, batch) = (9, 70);
+        let m = matrix(format, rows, cols, 3, true);
+        let x = lcg(5, batch * cols, 1.5);
+        let q = QuantizedActivations::quantize(&x, batch, cols, ActQuant::PerBlock).unwrap();
+        let mut reference = vec![0f32; batch * rows];
+        Engine::new(1)
+            .unwrap()
+            .with_path(KernelPath::Scalar)
+            .unwrap()
+            .gemm_quantized(&m, &q, &mut reference)
+            .unwrap();
+        for path in KernelPath::supported() {
+            for threads in [1, 2] {
+                let mut y = vec![0f32; batch * rows];
+                Engine::new(threads)
+                    .unwrap()
+                    .with_path(path)
+                    .unwrap()
+                    .gemm_quantized(&m, &q, &mut y)
+                    .unwrap();
+                let a: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                let b: Vec<u32> = reference.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(a, b, "{format} {} t{threads}", path.name());
+            }
+        }
+    }
+}

@@ -229,3 +229,145 @@ pub(crate) fn dot_i2s(w: &[BlockI2S], scale: f32, x: &[BlockQ8K]) -> f32 {
     }
     acc * scale
 }
+
+/// Decodes one weight row of a ternary format into unsigned codes (0..=3) in element order,
+/// padded with code 1 (value 0) to a multiple of 256, plus one weight scale per 256-unit
+/// (the fp16 block scale; 1.0 for I2_S, whose tensor scale is applied at the end).
+/// Returns `None` for Q8_0, which needs no decoding.
+pub(super) fn decode_row(
+    data: &PackedData,
+    bpr: usize,
+    r: usize,
+    codes: &mut Vec<u8>,
+    scales: &mut Vec<f32>,
+) -> Option<()> {
+    codes.clear();
+    scales.clear();
+    // SAFETY: callers reach this module only after AVX2 detection (see `row_dot`).
+    unsafe {
+        match data {
+            PackedData::Tq2_0(b) => {
+                for blk in &b[r * bpr..(r + 1) * bpr] {
+                    decode_tq2(blk, codes);
+                    scales.push(blk.d.to_f32());
+                }
+            }
+            PackedData::Tq1_0(b) => {
+                for blk in &b[r * bpr..(r + 1) * bpr] {
+                    decode_tq1(blk, codes);
+                    scales.push(blk.d.to_f32());
+                }
+            }
+            PackedData::I2S { blocks, .. } => {
+                for pair in blocks[r * bpr..(r + 1) * bpr].chunks(2) {
+                    for blk in pair {
+                        decode_i2s(blk, codes);
+                    }
+                    if pair.len() == 1 {
+                        codes.extend(std::iter::repeat_n(1u8, 128));
+                    }
+                    scales.push(1.0);
+                }
+            }
+            PackedData::Q8_0(_) => return None,
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn store256(out: &mut Vec<u8>, v: __m256i) {
+    let mut tmp = [0u8; 32];
+    // SAFETY: `tmp` has 32 writable bytes; unaligned store.
+    unsafe { _mm256_storeu_si256(tmp.as_mut_ptr().cast(), v) };
+    out.extend_from_slice(&tmp);
+}
+
+#[inline(always)]
+fn store128(out: &mut Vec<u8>, v: __m128i) {
+    let mut tmp = [0u8; 16];
+    // SAFETY: `tmp` has 16 writable bytes; unaligned store.
+    unsafe { _mm_storeu_si128(tmp.as_mut_ptr().cast(), v) };
+    out.extend_from_slice(&tmp);
+}
+
+#[target_feature(enable = "avx2")]
+fn decode_tq2(b: &BlockTq2_0, out: &mut Vec<u8>) {
+    let mask = _mm256_set1_epi8(3);
+    for g in 0..2 {
+        let q = load256(&b.qs[32 * g..]);
+        store256(out, _mm256_and_si256(q, mask));
+        store256(out, _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask));
+        store256(out, _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask));
+        store256(out, _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask));
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn decode_i2s(b: &BlockI2S, out: &mut Vec<u8>) {
+    let mask = _mm256_set1_epi8(3);
+    let q = load256(&b.qs);
+    store256(out, _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask));
+    store256(out, _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask));
+    store256(out, _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask));
+    store256(out, _mm256_and_si256(q, mask));
+}
+
+#[target_feature(enable = "avx2")]
+fn decode_tq1(b: &BlockTq1_0, out: &mut Vec<u8>) {
+    let mut p = load256(&b.qs);
+    store256(out, trits256(p));
+    for _ in 1..5 {
+        p = x3_256(p);
+        store256(out, trits256(p));
+    }
+    let mut p = load128(&b.qs[32..]);
+    store128(out, trits128(p));
+    for _ in 1..5 {
+        p = x3_128(p);
+        store128(out, trits128(p));
+    }
+    let h1 = _mm_set1_epi32(i32::from_le_bytes(b.qh));
+    let h3 = x3_128(h1);
+    let h9 = x3_128(h3);
+    let h27 = x3_128(h9);
+    let hp = _mm_blend_epi32::<0b1100>(
+        _mm_blend_epi32::<0b0010>(h1, h3),
+        _mm_blend_epi32::<0b1000>(h9, h27),
+    );
+    store128(out, trits128(hp));
+}
+
+/// Dot product of decoded codes (from [`decode_row`]) with up to 4 tokens at once, so each
+/// code vector is loaded once per 4 tokens. Same unit sums and [`combine`] order as scalar.
+#[target_feature(enable = "avx2")]
+pub(super) fn dot_decoded4(
+    codes: &[u8],
+    scales: &[f32],
+    tensor_scale: f32,
+    xs: &[&[BlockQ8K]],
+    out: &mut [f32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let nt = xs.len().min(4);
+    let mut acc = [0.0f32; 4];
+    for (u, &dw) in scales.iter().enumerate() {
+        let c = &codes[256 * u..256 * (u + 1)];
+        let mut s16 = [_mm256_setzero_si256(); 4];
+        for k in 0..8 {
+            let cv = load256(&c[32 * k..]);
+            for t in 0..nt {
+                let y = load256_i8(&xs[t][u].qs[32 * k..]);
+                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(cv, y));
+            }
+        }
+        for t in 0..nt {
+            let a = &xs[t][u];
+            let s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), bsums_i32(a));
+            acc[t] = combine(acc[t], hsum_i32(s32), dw * a.d);
+        }
+    }
+    for t in 0..nt {
+        out[t] = acc[t] * tensor_scale;
+    }
+}

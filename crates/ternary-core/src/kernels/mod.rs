@@ -225,51 +225,82 @@ impl Engine {
         let rows = w.rows();
         let batch = x.rows;
         let threads = self.threads;
-        let run = || {
-            if batch == 1 {
-                let xr = x.row(0);
-                let chunk = rows.div_ceil(threads);
-                y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
-                    for (i, o) in ys.iter_mut().enumerate() {
-                        *o = dot(ci * chunk + i, xr);
-                    }
-                });
-            } else {
-                // Row-major scratch so each thread owns whole weight rows; token tiles keep the
-                // activations of a tile in L2 while a row chunk's weights stay in L1.
-                const TILE: usize = 32;
-                let chunk = rows.div_ceil(threads * 4).max(1);
-                let mut tmp = vec![0f32; rows * batch];
-                tmp.par_chunks_mut(chunk * batch)
-                    .enumerate()
-                    .for_each(|(ci, ts)| {
-                        let r0 = ci * chunk;
-                        let nr = ts.len() / batch;
-                        for t0 in (0..batch).step_by(TILE) {
-                            for r in 0..nr {
-                                for t in t0..(t0 + TILE).min(batch) {
-                                    ts[r * batch + t] = dot(r0 + r, x.row(t));
-                                }
+        // Fills `ts` (row-major: rows r0.. of the output, `batch` values each) for batch > 1.
+        // Token tiles keep a tile's activations in L2 while one row's weights stay in L1.
+        const TILE: usize = 64;
+        let fill_chunk = |r0: usize, ts: &mut [f32]| {
+            let nr = ts.len() / batch;
+            #[cfg(target_arch = "x86_64")]
+            if self.path == KernelPath::Avx2 && w.format() != crate::format::Format::Q8_0 {
+                // Decode each weight row once per token tile and reuse it for 4 tokens at a time.
+                let bpr = w.cols() / w.format().block_elems();
+                let tscale = match w.data() {
+                    PackedData::I2S { scale, .. } => *scale,
+                    _ => 1.0,
+                };
+                let (mut codes, mut scales) = (Vec::new(), Vec::new());
+                for t0 in (0..batch).step_by(TILE) {
+                    let t1 = (t0 + TILE).min(batch);
+                    for r in 0..nr {
+                        avx2::decode_row(w.data(), bpr, r0 + r, &mut codes, &mut scales);
+                        for tq in (t0..t1).step_by(4) {
+                            let te = (tq + 4).min(t1);
+                            let mut xs = [x.row(tq); 4];
+                            for (i, slot) in xs.iter_mut().enumerate().take(te - tq) {
+                                *slot = x.row(tq + i);
                             }
+                            let mut o = [0f32; 4];
+                            // SAFETY: the Avx2 path is only selectable after AVX2 detection.
+                            unsafe {
+                                avx2::dot_decoded4(&codes, &scales, tscale, &xs[..te - tq], &mut o);
+                            }
+                            ts[r * batch + tq..r * batch + te].copy_from_slice(&o[..te - tq]);
                         }
-                    });
-                for (r, tr) in tmp.chunks_exact(batch).enumerate() {
-                    for (t, &v) in tr.iter().enumerate() {
-                        y[t * rows + r] = v;
+                    }
+                }
+                return;
+            }
+            for t0 in (0..batch).step_by(TILE) {
+                for r in 0..nr {
+                    for t in t0..(t0 + TILE).min(batch) {
+                        ts[r * batch + t] = dot(r0 + r, x.row(t));
                     }
                 }
             }
         };
-        match &self.pool {
-            Some(pool) => pool.install(run),
-            // No pool: rayon's par_* would use the global pool, so run the chunks inline.
-            None => {
-                for t in 0..batch {
-                    let xr = x.row(t);
-                    for (r, o) in y[t * rows..(t + 1) * rows].iter_mut().enumerate() {
+        if batch == 1 {
+            let xr = x.row(0);
+            match &self.pool {
+                Some(pool) => pool.install(|| {
+                    let chunk = rows.div_ceil(threads);
+                    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
+                        for (i, o) in ys.iter_mut().enumerate() {
+                            *o = dot(ci * chunk + i, xr);
+                        }
+                    });
+                }),
+                // No pool: rayon's par_* would use the global pool, so run inline.
+                None => {
+                    for (r, o) in y.iter_mut().enumerate() {
                         *o = dot(r, xr);
                     }
                 }
+            }
+            return Ok(());
+        }
+        let mut tmp = vec![0f32; rows * batch];
+        match &self.pool {
+            Some(pool) => pool.install(|| {
+                let chunk = rows.div_ceil(threads * 4).max(1);
+                tmp.par_chunks_mut(chunk * batch)
+                    .enumerate()
+                    .for_each(|(ci, ts)| fill_chunk(ci * chunk, ts));
+            }),
+            None => fill_chunk(0, &mut tmp),
+        }
+        for (r, tr) in tmp.chunks_exact(batch).enumerate() {
+            for (t, &v) in tr.iter().enumerate() {
+                y[t * rows + r] = v;
             }
         }
         Ok(())
