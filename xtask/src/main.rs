@@ -7,6 +7,8 @@
 
 mod bench;
 mod ci;
+mod corpus;
+mod cuda;
 mod python;
 mod util;
 
@@ -19,7 +21,12 @@ commands:
   bench <area>       run one benchmark area and write target/bench/<area>.json
                      areas: kernels, gguf, train, infer, hpo, ledger
   python-env [--bench]
-                     create .venv with the pinned oracle packages and print its python";
+                     create .venv with the pinned oracle packages and print its python
+  corpus [--out DIR] [--debs DIR]
+                     rebuild the en/ja/ko training corpus from Debian packages
+                     (default: data/corpus)
+  cuda-setup [--no-install] [--build]
+                     make burn's CUDA backend build offline (Debian LLVM 22 stand-in)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +40,8 @@ fn main() -> Result<()> {
             println!("{}", python.display());
             Ok(())
         }
+        Some("corpus") => corpus::run(rest),
+        Some("cuda-setup") => cuda::run(rest),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
