@@ -1,0 +1,490 @@
+//! The ledger state machine: admission rules for every message kind and the deterministic
+//! replay that turns a log into registrations, rounds, slashes and balances.
+//!
+//! [`State::apply`] assumes the signature was already checked (strictly) and enforces
+//! everything else: origin, replay (by message hash), per-signer sequence, round binding,
+//! roles, one contribution per worker and round, held-out seeds derived after the commit, and
+//! that every slash and settlement equals what the log implies.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::codec::hex;
+use crate::error::Rejection;
+use crate::identity::PublicKey;
+use crate::merkle::{Hash, MerkleTree};
+use crate::record::{Body, Genesis, Role, Settlement, SignedMessage, Slash, SlashReason};
+use crate::rewards::{
+    EvalScore, RelativeLossImprovement, Scorer, emission, heldout_seed, sketch_overlap_ppm, split,
+    stake_weighted_median,
+};
+
+/// A contribution of the open round.
+#[derive(Debug, Clone)]
+pub struct ContributionRecord {
+    /// Message id.
+    pub id: Hash,
+    /// Worker key.
+    pub worker: PublicKey,
+    /// Artifact hash.
+    pub artifact: Hash,
+    /// Copy-detection sketch.
+    pub sketch: Vec<u32>,
+    /// Leaf index in the log.
+    pub index: u64,
+}
+
+/// Outcome of one contribution in a settled round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContributionOutcome {
+    /// Contribution id.
+    pub id: Hash,
+    /// Worker.
+    pub worker: PublicKey,
+    /// Stake-weighted median score (None: no quorum).
+    pub consensus: Option<EvalScore>,
+    /// Slash, if any.
+    pub slash: Option<SlashReason>,
+    /// Units paid.
+    pub reward: u64,
+}
+
+/// Summary of a settled round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundSummary {
+    /// Round number.
+    pub round: u64,
+    /// Units minted.
+    pub emission: u64,
+    /// Per-contribution outcomes in log order.
+    pub outcomes: Vec<ContributionOutcome>,
+}
+
+/// Replayable ledger state.
+pub struct State {
+    scorer: Box<dyn Scorer + Send + Sync>,
+    /// Ledger name (from genesis).
+    pub origin: String,
+    /// Operator key (signer of genesis).
+    pub operator: Option<PublicKey>,
+    /// Parameters.
+    pub genesis: Option<Genesis>,
+    /// Open round (1-based).
+    pub round: u64,
+    /// Base model of the open round.
+    pub base: Hash,
+    /// Registered keys: role and stake.
+    pub registry: BTreeMap<PublicKey, (Role, u64)>,
+    seqs: HashMap<PublicKey, u64>,
+    seen: HashSet<Hash>,
+    contributions: Vec<ContributionRecord>,
+    contribution_pos: HashMap<Hash, usize>,
+    contributed: HashSet<PublicKey>,
+    evaluations: HashMap<Hash, Vec<(PublicKey, EvalScore)>>,
+    slashes: BTreeMap<Hash, SlashReason>,
+    /// Balances in integer units.
+    pub balances: BTreeMap<PublicKey, u64>,
+    /// Units minted so far.
+    pub emitted: u64,
+    /// Settled rounds.
+    pub history: Vec<RoundSummary>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("origin", &self.origin)
+            .field("round", &self.round)
+            .field("registered", &self.registry.len())
+            .field("emitted", &self.emitted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new(Box::new(RelativeLossImprovement))
+    }
+}
+
+fn malformed(s: impl Into<String>) -> Rejection {
+    Rejection::Malformed(s.into())
+}
+
+impl State {
+    /// Empty state that scores evaluations with `scorer`.
+    pub fn new(scorer: Box<dyn Scorer + Send + Sync>) -> Self {
+        Self {
+            scorer,
+            origin: String::new(),
+            operator: None,
+            genesis: None,
+            round: 1,
+            base: [0; 32],
+            registry: BTreeMap::new(),
+            seqs: HashMap::new(),
+            seen: HashSet::new(),
+            contributions: Vec::new(),
+            contribution_pos: HashMap::new(),
+            contributed: HashSet::new(),
+            evaluations: HashMap::new(),
+            slashes: BTreeMap::new(),
+            balances: BTreeMap::new(),
+            emitted: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Last accepted sequence number of `key` (0 if none).
+    pub fn last_seq(&self, key: &PublicKey) -> u64 {
+        self.seqs.get(key).copied().unwrap_or(0)
+    }
+
+    /// Contributions of the open round, in log order.
+    pub fn open_contributions(&self) -> &[ContributionRecord] {
+        &self.contributions
+    }
+
+    /// Total stake of registered validators.
+    pub fn validator_stake(&self) -> u64 {
+        self.registry
+            .values()
+            .filter(|(r, _)| *r == Role::Validator)
+            .map(|(_, s)| *s)
+            .sum()
+    }
+
+    /// Checks `sm` against the state and applies it. `index` is its leaf index; `tree` holds at
+    /// least the leaves before it. The signature must already be verified.
+    pub fn apply(
+        &mut self,
+        sm: &SignedMessage,
+        index: u64,
+        tree: &MerkleTree,
+    ) -> Result<(), Rejection> {
+        let m = &sm.msg;
+        let signer = m.signer;
+        if let Body::Genesis(g) = &m.body {
+            if index != 0 || self.genesis.is_some() {
+                return Err(Rejection::NotAuthorized {
+                    signer: signer.to_string(),
+                    kind: "genesis",
+                });
+            }
+            if m.round != 1
+                || m.seq != 1
+                || g.halving_rounds == 0
+                || g.copy_threshold_ppm > 1_000_000
+            {
+                return Err(malformed(
+                    "genesis needs round 1, seq 1, halving_rounds > 0, threshold <= 1e6",
+                ));
+            }
+            PublicKey::parse(signer.0)?;
+            self.origin.clone_from(&m.origin);
+            self.operator = Some(signer);
+            self.base = g.base_model;
+            self.genesis = Some(g.clone());
+            self.seqs.insert(signer, 1);
+            self.seen.insert(sm.id);
+            return Ok(());
+        }
+        if self.genesis.is_none() {
+            return Err(malformed("the first entry must be the genesis"));
+        }
+        if m.origin != self.origin {
+            return Err(Rejection::WrongOrigin {
+                expected: self.origin.clone(),
+                got: m.origin.clone(),
+            });
+        }
+        if self.seen.contains(&sm.id) {
+            return Err(Rejection::Replay { hash: hex(&sm.id) });
+        }
+        let last = self.last_seq(&signer);
+        if m.seq <= last {
+            return Err(Rejection::StaleSequence {
+                signer: signer.to_string(),
+                last,
+                got: m.seq,
+            });
+        }
+        if m.round != self.round {
+            return Err(Rejection::WrongRound {
+                expected: self.round,
+                got: m.round,
+            });
+        }
+        let is_operator = Some(signer) == self.operator;
+        let role = self.registry.get(&signer).map(|r| r.0);
+        let deny = |kind| Rejection::NotAuthorized {
+            signer: signer.to_string(),
+            kind,
+        };
+        match &m.body {
+            Body::Genesis(_) => unreachable!("handled above"),
+            Body::Registration(r) => {
+                if !is_operator {
+                    return Err(deny("registration"));
+                }
+                PublicKey::parse(r.key.0)?;
+                self.registry.insert(r.key, (r.role, r.stake));
+            }
+            Body::Contribution(c) => {
+                if !matches!(role, Some(Role::Worker | Role::Researcher)) {
+                    return Err(deny("contribution"));
+                }
+                if c.parent_model != self.base {
+                    return Err(Rejection::WrongParent {
+                        round: self.round,
+                        expected: hex(&self.base),
+                        got: hex(&c.parent_model),
+                    });
+                }
+                if self.contributed.contains(&signer) {
+                    return Err(Rejection::DuplicateContribution {
+                        signer: signer.to_string(),
+                        round: self.round,
+                    });
+                }
+                self.contributed.insert(signer);
+                self.contribution_pos
+                    .insert(sm.id, self.contributions.len());
+                self.contributions.push(ContributionRecord {
+                    id: sm.id,
+                    worker: signer,
+                    artifact: c.artifact,
+                    sketch: c.sketch.clone(),
+                    index,
+                });
+            }
+            Body::Evaluation(e) => {
+                if role != Some(Role::Validator) {
+                    return Err(deny("evaluation"));
+                }
+                let Some(&pos) = self.contribution_pos.get(&e.contribution) else {
+                    return Err(Rejection::UnknownContribution {
+                        contribution: hex(&e.contribution),
+                    });
+                };
+                let c_index = self.contributions[pos].index;
+                let bad_seed = Rejection::BadHeldOutSeed {
+                    beacon_size: e.beacon_size,
+                };
+                if e.beacon_size <= c_index || e.beacon_size > index {
+                    return Err(bad_seed);
+                }
+                let beacon = tree.root_at(e.beacon_size).map_err(|_| bad_seed.clone())?;
+                if heldout_seed(&e.contribution, &signer.0, &beacon) != e.heldout_seed {
+                    return Err(bad_seed);
+                }
+                let votes = self.evaluations.entry(e.contribution).or_default();
+                if votes.iter().any(|(v, _)| *v == signer) {
+                    return Err(Rejection::DuplicateEvaluation {
+                        validator: signer.to_string(),
+                        contribution: hex(&e.contribution),
+                    });
+                }
+                votes.push((signer, self.scorer.score(e)));
+            }
+            Body::Slash(s) => {
+                if !is_operator {
+                    return Err(deny("slash"));
+                }
+                if !self.contribution_pos.contains_key(&s.contribution) {
+                    return Err(Rejection::UnknownContribution {
+                        contribution: hex(&s.contribution),
+                    });
+                }
+                let derived = self.derived_slash(&s.contribution);
+                if derived != Some(s.reason) || self.slashes.contains_key(&s.contribution) {
+                    return Err(Rejection::Mismatch {
+                        kind: "slash",
+                        round: self.round,
+                        detail: format!(
+                            "contribution {} slashed for {:?}, the log implies {derived:?}",
+                            hex(&s.contribution[..6]),
+                            s.reason
+                        ),
+                    });
+                }
+                self.slashes.insert(s.contribution, s.reason);
+            }
+            Body::Settlement(s) => {
+                if !is_operator {
+                    return Err(deny("settlement"));
+                }
+                let pending = self.pending_slashes();
+                if !pending.is_empty() {
+                    return Err(Rejection::Mismatch {
+                        kind: "settlement",
+                        round: self.round,
+                        detail: format!(
+                            "{} slashes implied by the log are not recorded",
+                            pending.len()
+                        ),
+                    });
+                }
+                let (want, outcomes) = self.compute_settlement(s.next_base);
+                if want != *s {
+                    return Err(Rejection::Mismatch {
+                        kind: "settlement",
+                        round: self.round,
+                        detail: format!(
+                            "emission {} with {} allocations, recomputed {} with {}",
+                            s.emission,
+                            s.allocations.len(),
+                            want.emission,
+                            want.allocations.len()
+                        ),
+                    });
+                }
+                for (k, a) in &s.allocations {
+                    let b = self.balances.entry(*k).or_insert(0);
+                    *b = b
+                        .checked_add(*a)
+                        .ok_or_else(|| malformed("balance overflow"))?;
+                }
+                self.emitted += s.emission;
+                self.history.push(RoundSummary {
+                    round: self.round,
+                    emission: s.emission,
+                    outcomes,
+                });
+                self.round += 1;
+                self.base = s.next_base;
+                self.contributions.clear();
+                self.contribution_pos.clear();
+                self.contributed.clear();
+                self.evaluations.clear();
+                self.slashes.clear();
+            }
+        }
+        self.seqs.insert(signer, m.seq);
+        self.seen.insert(sm.id);
+        Ok(())
+    }
+
+    /// The first earlier contribution of the round that `pos` copies, with the overlap in ppm.
+    fn copy_of(&self, pos: usize) -> Option<(&ContributionRecord, u64)> {
+        let threshold = u64::from(self.genesis.as_ref()?.copy_threshold_ppm);
+        let c = &self.contributions[pos];
+        self.contributions[..pos].iter().find_map(|e| {
+            let overlap = if e.artifact == c.artifact {
+                1_000_000
+            } else {
+                sketch_overlap_ppm(&e.sketch, &c.sketch)
+            };
+            (overlap >= threshold).then_some((e, overlap))
+        })
+    }
+
+    /// If contribution `id` copies an earlier one of the same round, the typed rejection (the
+    /// earlier one is kept, the later one penalised).
+    pub fn check_copy(&self, id: &Hash) -> Result<(), Rejection> {
+        let Some(&pos) = self.contribution_pos.get(id) else {
+            return Err(Rejection::UnknownContribution {
+                contribution: hex(id),
+            });
+        };
+        match self.copy_of(pos) {
+            Some((e, overlap_ppm)) => Err(Rejection::CopiedUpdate {
+                earlier: hex(&e.id),
+                later: hex(id),
+                overlap_ppm,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn consensus(&self, id: &Hash) -> Option<EvalScore> {
+        let total = self.validator_stake();
+        let votes: Vec<(EvalScore, u64)> = self
+            .evaluations
+            .get(id)
+            .map(|v| {
+                v.iter()
+                    .map(|(k, s)| (*s, self.registry.get(k).map_or(0, |r| r.1)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        stake_weighted_median(&votes, total)
+    }
+
+    fn derived_slash(&self, id: &Hash) -> Option<SlashReason> {
+        let pos = *self.contribution_pos.get(id)?;
+        if let Some((e, _)) = self.copy_of(pos) {
+            return Some(SlashReason::Copied(e.id));
+        }
+        match self.consensus(id) {
+            Some(EvalScore::Invalid) => Some(SlashReason::Invalid),
+            Some(EvalScore::NonFinite) => Some(SlashReason::NonFinite),
+            _ => None,
+        }
+    }
+
+    /// Slashes the log implies for the open round that are not recorded yet.
+    pub fn pending_slashes(&self) -> Vec<Slash> {
+        self.contributions
+            .iter()
+            .filter(|c| !self.slashes.contains_key(&c.id))
+            .filter_map(|c| {
+                self.derived_slash(&c.id).map(|reason| Slash {
+                    contribution: c.id,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// The settlement the log implies for the open round, with per-contribution outcomes.
+    pub fn compute_settlement(&self, next_base: Hash) -> (Settlement, Vec<ContributionOutcome>) {
+        let g = self.genesis.as_ref().expect("settlement after genesis");
+        let consensus: Vec<Option<EvalScore>> = self
+            .contributions
+            .iter()
+            .map(|c| self.consensus(&c.id))
+            .collect();
+        let weights: Vec<u64> = self
+            .contributions
+            .iter()
+            .zip(&consensus)
+            .map(|(c, s)| match (self.slashes.contains_key(&c.id), s) {
+                (false, Some(EvalScore::Ppm(p))) if *p > 0 => *p as u64,
+                _ => 0,
+            })
+            .collect();
+        let mut minted = emission(
+            g.initial_emission,
+            g.halving_rounds,
+            g.cap,
+            self.round,
+            self.emitted,
+        );
+        if weights.iter().all(|&w| w == 0) {
+            minted = 0;
+        }
+        let shares = split(minted, &weights);
+        let mut alloc: BTreeMap<PublicKey, u64> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(self.contributions.len());
+        for ((c, s), &r) in self.contributions.iter().zip(consensus).zip(&shares) {
+            if r > 0 {
+                *alloc.entry(c.worker).or_insert(0) += r;
+            }
+            outcomes.push(ContributionOutcome {
+                id: c.id,
+                worker: c.worker,
+                consensus: s,
+                slash: self.slashes.get(&c.id).copied(),
+                reward: r,
+            });
+        }
+        (
+            Settlement {
+                emission: minted,
+                allocations: alloc.into_iter().collect(),
+                next_base,
+            },
+            outcomes,
+        )
+    }
+}
