@@ -10,8 +10,10 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod model;
 pub mod rng;
+pub mod runtime;
 pub mod store;
 pub mod train;
 pub mod weights;

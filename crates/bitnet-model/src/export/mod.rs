@@ -1,0 +1,18 @@
+//! GGUF export for llama.cpp (`bitnet`, TQ2_0 / TQ1_0) and bitnet.cpp (I2_S), with the
+//! tokenizer embedded as gpt2-style BPE metadata, and import back into a model.
+//!
+//! Targets refuse models they would compute differently: llama.cpp's `bitnet` graph always
+//! uses a SiLU-gated FFN and `token_embd` as the head
+//! (`shared/reference/gguf-and-kernels.md` §3.1), so squared-ReLU or untied models fail
+//! with an error naming the reason instead of producing a file that computes something
+//! else.
+
+pub mod import;
+pub mod tokenizer;
+pub mod writer;
+
+pub use import::{ImportedModel, import_gguf, latent_from_ternary};
+pub use tokenizer::GgufVocab;
+pub use writer::{
+    EmbeddingType, ExportOptions, ExportSummary, Target, TernaryType, export_gguf, plan,
+};

@@ -1,0 +1,149 @@
+//! The element-wise and per-row pieces of the BitNet graph, shared by the packed model
+//! and the f32 reference so that the two differ only in how projections multiply.
+
+/// Epsilon of the absmean weight scale and the activation absmax (the BitNet FAQ's 1e-5).
+pub const QUANT_EPS: f32 = 1e-5;
+
+/// RMSNorm of each `gamma.len()`-wide row of `x` into `out`:
+/// `x / sqrt(mean(x^2) + eps) * gamma`.
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
+    let d = gamma.len();
+    for (row, out_row) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, v), g) in out_row.iter_mut().zip(row).zip(gamma) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+/// `silu(x) = x * sigmoid(x)`.
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `relu(x)^2`.
+pub fn relu_squared(x: f32) -> f32 {
+    let r = x.max(0.0);
+    r * r
+}
+
+/// Dot product with several accumulators so the compiler vectorizes it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let (ac, ar) = a.split_at(a.len() / LANES * LANES);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Precomputed NEOX rotary tables: the head is split into halves and element `i` rotates
+/// with element `i + head_dim / 2` (llama.cpp's `LLAMA_ROPE_TYPE_NEOX`, used by `bitnet`).
+#[derive(Debug, Clone)]
+pub struct Rope {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// Tables for positions `0..max_positions`, frequencies `theta^(-2i / head_dim)`.
+    pub fn new(head_dim: usize, max_positions: usize, theta: f32) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for pos in 0..max_positions {
+            for i in 0..half {
+                let freq = (theta as f64).powf(-2.0 * i as f64 / head_dim as f64);
+                let angle = pos as f64 * freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Self { half, cos, sin }
+    }
+
+    /// Rotates every `2 * half`-wide head of `x` in place for position `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let half = self.half;
+        let cos = &self.cos[pos * half..(pos + 1) * half];
+        let sin = &self.sin[pos * half..(pos + 1) * half];
+        for head in x.chunks_exact_mut(2 * half) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x0, x1) = (a[i], b[i]);
+                a[i] = x0 * cos[i] - x1 * sin[i];
+                b[i] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rms_norm_gives_unit_rms() {
+        let x = [3.0, -4.0, 0.0, 5.0];
+        let mut out = [0.0; 4];
+        rms_norm(&x, &[1.0; 4], 0.0, &mut out);
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_pairs_halves_and_keeps_norm() {
+        let rope = Rope::new(4, 8, 10_000.0);
+        let mut x = [1.0, 0.0, 0.0, 0.0];
+        rope.apply(&mut x, 1);
+        // Element 0 rotates with element 2 by angle 1 rad (frequency theta^0).
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+        assert_eq!((x[1], x[3]), (0.0, 0.0));
+        let mut y = [0.3, -1.2, 2.0, 0.7];
+        let before: f32 = y.iter().map(|v| v * v).sum();
+        rope.apply(&mut y, 5);
+        let after: f32 = y.iter().map(|v| v * v).sum();
+        assert!((before - after).abs() < 1e-5);
+    }
+
+    proptest! {
+        #[test]
+        fn softmax_is_a_distribution(x in proptest::collection::vec(-80.0f32..80.0, 1..64)) {
+            let mut p = x.clone();
+            softmax(&mut p);
+            prop_assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            let imax = x.iter().enumerate().fold(0, |b, (i, v)| if *v > x[b] { i } else { b });
+            prop_assert!(p.iter().all(|v| *v <= p[imax]));
+        }
+
+        #[test]
+        fn dot_matches_the_naive_sum(
+            pairs in proptest::collection::vec((-4.0f32..4.0, -4.0f32..4.0), 0..100)
+        ) {
+            let (a, b): (Vec<f32>, Vec<f32>) = pairs.into_iter().unzip();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            prop_assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        }
+    }
+}
