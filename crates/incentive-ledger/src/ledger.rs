@@ -7,7 +7,9 @@ use crate::error::{Error, Rejection, Result};
 use crate::identity::{Keypair, PublicKey, SigItem, verify_many, verify_strict};
 use crate::log::Log;
 use crate::merkle::Hash;
-use crate::record::{Body, Genesis, Message, Registration, Role, Settlement, SignedMessage};
+use crate::record::{
+    Body, Genesis, MAX_ENTRY, Message, Registration, Role, Settlement, SignedMessage,
+};
 use crate::state::State;
 
 /// A ledger directory opened for reading or (with the operator key) writing.
@@ -162,6 +164,13 @@ impl Ledger {
     /// Verifies (strictly), admits and durably appends one signed message; returns its index.
     pub fn submit(&mut self, sm: &SignedMessage) -> Result<u64> {
         self.check_writable()?;
+        if sm.signed.len() + 64 > MAX_ENTRY {
+            return Err(Rejection::Malformed(format!(
+                "entry of {} bytes exceeds {MAX_ENTRY}",
+                sm.signed.len() + 64
+            ))
+            .into());
+        }
         verify_strict(&sm.msg.signer, &sm.signed, &sm.sig)?;
         let index = self.log.len();
         self.state.apply(sm, index, self.log.tree())?;
