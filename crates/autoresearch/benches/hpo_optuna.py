@@ -1,6 +1,8 @@
 """Optuna side of `cargo xtask bench hpo`: same functions, spaces, budgets and seeds as
 benches/hpo.rs. Prints one JSON object: {function: {sampler: {"best": [...], "overhead_s": [...]}}}.
-overhead_s = study wall time minus time spent inside the objective (sampler + framework)."""
+overhead_s = study wall time minus time spent evaluating the function (sampler + framework).
+The suggest_* calls are outside the timed part: Optuna computes relative (multivariate TPE)
+samples lazily at the first suggest, so timing the whole objective would hide the sampler."""
 import json
 import math
 import sys
@@ -65,6 +67,40 @@ FUNCS = {
 }
 
 
+class Recorder:
+    """Forwards suggest_* to the trial and remembers the values."""
+
+    def __init__(self, trial):
+        self.trial = trial
+        self.params = {}
+
+    def _rec(self, name, v):
+        self.params[name] = v
+        return v
+
+    def suggest_float(self, name, lo, hi):
+        return self._rec(name, self.trial.suggest_float(name, lo, hi))
+
+    def suggest_int(self, name, lo, hi):
+        return self._rec(name, self.trial.suggest_int(name, lo, hi))
+
+    def suggest_categorical(self, name, choices):
+        return self._rec(name, self.trial.suggest_categorical(name, choices))
+
+
+class Replay:
+    """Returns recorded values, so the timed evaluation does no sampling."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def suggest_float(self, name, *_):
+        return self.params[name]
+
+    suggest_int = suggest_float
+    suggest_categorical = suggest_float
+
+
 def main():
     seeds = int(sys.argv[1])
     trials = int(sys.argv[2])
@@ -78,8 +114,10 @@ def main():
                 spent = [0.0]
 
                 def obj(t, f=f, spent=spent):
+                    rec = Recorder(t)
+                    f(rec)  # suggests only: collects the parameters
                     t0 = time.perf_counter()
-                    v = f(t)
+                    v = f(Replay(rec.params))
                     spent[0] += time.perf_counter() - t0
                     return v
 

@@ -20,7 +20,9 @@
 
 pub mod command;
 pub mod error;
+pub mod evaluation;
 pub mod functions;
+pub mod importance;
 pub mod math;
 pub mod pruner;
 pub mod report;

@@ -84,8 +84,11 @@ enum Dim {
         low: f64,
         high: f64,
         step: Option<f64>,
-        /// `ln(Φ(b) − Φ(a))` per kernel: the truncation normaliser.
-        ln_norm: Vec<f64>,
+        /// Per-kernel constant of the log density: `−ln(Φ(b) − Φ(a))` (truncation), plus
+        /// `−ln σ − ½ ln 2π` for continuous values.
+        ln_c: Vec<f64>,
+        /// `1 / σ` per kernel.
+        inv_s: Vec<f64>,
     },
     Cat {
         /// Row per kernel of choice probabilities (already logs).
@@ -146,18 +149,29 @@ impl Parzen {
                 }
                 mus.push(0.5 * (low + high));
                 sigmas.push(range);
-                let ln_norm = mus
+                let step = dist.internal_step();
+                let half_ln_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+                let ln_c = mus
                     .iter()
                     .zip(&sigmas)
-                    .map(|(m, s)| ln_ndtr_diff((low - m) / s, (high - m) / s))
+                    .map(|(m, s)| {
+                        let norm = ln_ndtr_diff((low - m) / s, (high - m) / s);
+                        if step.is_some() {
+                            -norm
+                        } else {
+                            -norm - s.ln() - half_ln_2pi
+                        }
+                    })
                     .collect();
+                let inv_s = sigmas.iter().map(|s| 1.0 / s).collect();
                 Dim::Num {
                     mus,
                     sigmas,
                     low,
                     high,
-                    step: dist.internal_step(),
-                    ln_norm,
+                    step,
+                    ln_c,
+                    inv_s,
                 }
             })
             .collect();
@@ -222,22 +236,20 @@ impl Parzen {
             match dim {
                 Dim::Num {
                     mus,
-                    sigmas,
                     step,
-                    ln_norm,
+                    ln_c,
+                    inv_s,
                     ..
                 } => {
                     for (k, t) in terms.iter_mut().enumerate() {
-                        let (m, s) = (mus[k], sigmas[k]);
+                        let (m, is) = (mus[k], inv_s[k]);
                         let lp = if let Some(st) = step {
-                            ln_ndtr_diff((xd - st / 2.0 - m) / s, (xd + st / 2.0 - m) / s)
+                            ln_ndtr_diff((xd - st / 2.0 - m) * is, (xd + st / 2.0 - m) * is)
                         } else {
-                            {
-                                let z = (xd - m) / s;
-                                -0.5 * z * z - 0.5 * (2.0 * std::f64::consts::PI).ln() - s.ln()
-                            }
+                            let z = (xd - m) * is;
+                            -0.5 * z * z
                         };
-                        *t += lp - ln_norm[k];
+                        *t += lp + ln_c[k];
                     }
                 }
                 Dim::Cat { ln_probs, .. } => {
