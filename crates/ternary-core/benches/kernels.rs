@@ -110,42 +110,30 @@ fn packed_words(m: &PackedMatrix) -> &[u64] {
     words
 }
 
-/// Read-only reduction over many buffers (together far larger than the LLC), split over
-/// `threads` by buffer.
-fn read_bandwidth_multi(bufs: &[&[u64]], threads: usize) -> f64 {
-    let total: usize = bufs.iter().map(|b| b.len() * 8).sum();
-    let (ns, _) = time(3, Duration::from_millis(500), || {
-        let chunk = bufs.len().div_ceil(threads);
-        let r: u64 = std::thread::scope(|sc| {
-            let hs: Vec<_> = bufs
-                .chunks(chunk)
-                .map(|c| sc.spawn(move || c.iter().fold(0u64, |a, b| a ^ reduce(b))))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap())
-                .fold(0, |a, b| a ^ b)
-        });
+/// Read-only reduction bandwidth, timed piece by piece like the kernels: each timed call
+/// reduces the next buffer of `bufs` (cycling, together far larger than the LLC) with
+/// `threads` threads of a rayon pool. Short timed calls matter on a shared machine: a call of a
+/// few hundred microseconds usually runs within one scheduler slice, a 100 ms loop never does,
+/// so only equally short calls compare fairly with the kernel calls.
+fn read_bandwidth_multi(bufs: &[&[u64]], threads: usize, pool: &rayon::ThreadPool) -> f64 {
+    use rayon::prelude::*;
+    let bytes = bufs.iter().map(|b| b.len() * 8).sum::<usize>() as f64 / bufs.len() as f64;
+    let mut i = 0;
+    let (ns, _) = time(10, Duration::from_millis(300), || {
+        let b = bufs[i % bufs.len()];
+        i += 1;
+        let r = if threads == 1 {
+            reduce(b)
+        } else {
+            pool.install(|| {
+                b.par_chunks(b.len().div_ceil(threads).max(1))
+                    .map(reduce)
+                    .reduce(|| 0, |x, y| x ^ y)
+            })
+        };
         std::hint::black_box(r);
     });
-    total as f64 / ns
-}
-
-/// Read-only reduction over a buffer far larger than the LLC, split over `threads`.
-fn read_bandwidth(buf: &[u64], threads: usize) -> f64 {
-    let (ns, _) = time(5, Duration::from_secs(1), || {
-        let chunk = buf.len().div_ceil(threads);
-        let r: u64 = std::thread::scope(|sc| {
-            let hs: Vec<_> = buf
-                .chunks(chunk)
-                .map(|c| sc.spawn(move || reduce(c)))
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap())
-                .fold(0, |a, b| a ^ b)
-        });
-        std::hint::black_box(r);
-    });
-    (buf.len() * 8) as f64 / ns
+    bytes / ns
 }
 
 /// `copies` matrices with the same shape and format but different code bytes: identical copies
@@ -187,11 +175,24 @@ fn main() {
     // The machine is shared, so bandwidth is re-measured right before each shape and every
     // record is compared with the measurement taken next to it (and the same thread count).
     let bw_buf: Vec<u64> = (0..BW_BYTES / 8).map(|i| i as u64).collect();
+    let bw_pieces: Vec<&[u64]> = bw_buf.chunks((2 << 20) / 8).collect();
+    let pools: std::collections::BTreeMap<usize, rayon::ThreadPool> = thread_counts
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect();
     let measure_bw = || -> std::collections::BTreeMap<usize, f64> {
         thread_counts
             .iter()
             .map(|&t| {
-                let gbs = read_bandwidth(&bw_buf, t);
+                let gbs = read_bandwidth_multi(&bw_pieces, t, &pools[&t]);
                 eprintln!("read bandwidth, {t} thread(s): {gbs:.2} GB/s");
                 (t, gbs)
             })
@@ -229,7 +230,7 @@ fn main() {
             let cold_bytes: Vec<&[u64]> = cold.iter().map(packed_words).collect();
             let bw_same: std::collections::BTreeMap<usize, f64> = thread_counts
                 .iter()
-                .map(|&t| (t, read_bandwidth_multi(&cold_bytes, t)))
+                .map(|&t| (t, read_bandwidth_multi(&cold_bytes, t, &pools[&t])))
                 .collect();
             let mut scalar_ns = std::collections::BTreeMap::new();
             for &batch in &batches {
@@ -385,7 +386,7 @@ fn main() {
             "cold_weight_bytes": COLD_BYTES,
             "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
         },
-        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction measured (same thread count) right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8.",
+        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction (same thread count, timed per 2 MiB piece while cycling through a 512 MiB buffer, like the kernel calls) measured right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8.",
         "quick": quick,
         "records": records,
         "summary": summary,
