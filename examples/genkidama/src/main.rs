@@ -1,6 +1,44 @@
-//! The Genkidama pipeline binary (being built; see issue 4).
+//! `genkidama`: reproduce MAGNET's Genkidama pipeline at small scale.
+//!
+//! ```text
+//! cargo run --release -p genkidama -- run                 # everything, tiny preset
+//! cargo run --release -p genkidama -- train --steps 300   # one model
+//! cargo run --release -p genkidama -- eval --model target/genkidama/ternary/model \
+//!     --text some.txt --max-tokens 4096 --json
+//! ```
 
-fn main() {
-    eprintln!("genkidama: the pipeline is being built; see README.md");
-    std::process::exit(2);
+mod common;
+mod eval;
+mod plot;
+mod run;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Genkidama: BitNet b1.58 training, evaluation and export on CPU.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train one model (ternary, or the full-precision twin).
+    Train(train::TrainArgs),
+    /// Score a text file with a model directory.
+    Eval(eval::EvalArgs),
+    /// The whole pipeline: data, both models, validation, report.
+    Run(run::RunArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Run(a) => run::run(a),
+    }
 }
