@@ -17,7 +17,7 @@ const FF: u64 = 6912;
 const KV: u64 = 640;
 const LAYERS: usize = 30;
 const OUR_REPS: usize = 21;
-const PY_REPS: usize = 5;
+const PY_REPS: usize = 3;
 
 fn tensors() -> Vec<(String, Vec<u64>, GgmlType)> {
     let mut t = vec![

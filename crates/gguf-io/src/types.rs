@@ -425,6 +425,26 @@ mod tests {
     }
 
     #[test]
+    fn packed_sizes_agree_with_ternary_core() {
+        use ternary_core::Format;
+        for (f, t) in [
+            (Format::Tq1_0, GgmlType::TQ1_0),
+            (Format::Tq2_0, GgmlType::TQ2_0),
+            (Format::Q8_0, GgmlType::Q8_0),
+            (Format::I2S, GgmlType::I2_S),
+        ] {
+            assert_eq!(GgmlType::from_id(f.ggml_type()), Some(t));
+            for (rows, cols) in [(1, 256), (3, 512), (2560, 6912)] {
+                assert_eq!(
+                    t.n_bytes(&[cols, rows]),
+                    Some(f.tensor_bytes(rows as usize, cols as usize).unwrap() as u64),
+                    "{t} {rows}x{cols}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn sizes_follow_the_block_tables() {
         assert_eq!(GgmlType::TQ1_0.n_bytes(&[512, 3]), Some(2 * 54 * 3));
         assert_eq!(GgmlType::TQ2_0.n_bytes(&[256]), Some(66));
