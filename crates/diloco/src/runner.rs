@@ -42,6 +42,9 @@ pub struct DilocoConfig {
     /// Weight of the new global weights when applying a step: `alpha * global +
     /// (1 - alpha) * local`. With `delay = 0` use 1 (plain replacement).
     pub mix: f32,
+    /// Before each sync, measure drift: mean pairwise linear CKA of the workers'
+    /// [`probe_features`](LocalTrainer::probe_features).
+    pub probe_drift: bool,
 }
 
 impl Default for DilocoConfig {
@@ -58,6 +61,7 @@ impl Default for DilocoConfig {
             fragments: 1,
             delay: 0,
             mix: 1.0,
+            probe_drift: false,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct RoundLog {
     pub bytes_sent: u64,
     /// Total bytes received by all workers so far.
     pub bytes_received: u64,
+    /// Mean pairwise linear CKA between the workers' probe features just before the
+    /// sync (1 = no drift); `None` when not measured.
+    pub worker_cka: Option<f64>,
     /// The coordinator's manifest.
     pub manifest: Manifest,
 }
@@ -149,6 +156,8 @@ pub fn run_in_process<T: LocalTrainer>(
     let mut rounds = Vec::new();
     let mut tokens = 0u64;
     let mut last_loss = vec![0.0f32; trainers.len()];
+    let mut cka_at: std::collections::BTreeMap<u64, Option<f64>> =
+        std::collections::BTreeMap::new();
     for t in 1..=cfg.total_steps {
         for (w, tr) in trainers.iter_mut().enumerate() {
             last_loss[w] = tr.train_step().map_err(|e| Error::Trainer {
@@ -159,6 +168,14 @@ pub fn run_in_process<T: LocalTrainer>(
         }
         for f in plan.syncing_at(t) {
             round += 1;
+            cka_at.insert(
+                round,
+                if cfg.probe_drift {
+                    worker_cka(trainers)?
+                } else {
+                    None
+                },
+            );
             let names = &plan.fragments[f];
             for (c, tr) in clients.iter_mut().zip(trainers.iter()) {
                 let local = params::subset(&tr.params()?, names);
@@ -197,6 +214,7 @@ pub fn run_in_process<T: LocalTrainer>(
                 train_loss: last_loss.iter().sum::<f32>() / last_loss.len() as f32,
                 bytes_sent: clients.iter().map(|c| c.bytes_sent).sum(),
                 bytes_received: clients.iter().map(|c| c.bytes_received).sum(),
+                worker_cka: cka_at.remove(&r).flatten(),
                 manifest: manifest.expect("at least one worker"),
             };
             observe(&log, coord.global(), trainers)?;
@@ -210,4 +228,23 @@ pub fn run_in_process<T: LocalTrainer>(
         bytes_received: clients.iter().map(|c| c.bytes_received).sum(),
         tokens,
     })
+}
+
+/// Mean pairwise linear CKA of the trainers' probe features (`None` if any has none).
+pub fn worker_cka<T: LocalTrainer>(trainers: &mut [T]) -> Result<Option<f64>> {
+    let mut feats = Vec::with_capacity(trainers.len());
+    for t in trainers.iter_mut() {
+        match t.probe_features()? {
+            Some(f) => feats.push(f),
+            None => return Ok(None),
+        }
+    }
+    let (mut sum, mut n) = (0.0, 0u32);
+    for i in 0..feats.len() {
+        for j in i + 1..feats.len() {
+            sum += crate::drift::linear_cka(&feats[i], &feats[j])?;
+            n += 1;
+        }
+    }
+    Ok((n > 0).then(|| sum / f64::from(n)))
 }

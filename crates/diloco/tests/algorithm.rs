@@ -102,7 +102,20 @@ fn streaming_and_compressed_runs_converge() {
         mix: 0.5,
         ..DilocoConfig::default()
     };
-    let (s, _) = run(4, &streaming);
+    let (s, _) = run(
+        4,
+        &DilocoConfig {
+            probe_drift: true,
+            ..streaming
+        },
+    );
+    let cka: Vec<f64> = s.rounds.iter().map(|r| r.worker_cka.unwrap()).collect();
+    // Workers drift apart early (different shards, far from the optimum), then agree.
+    assert!(
+        cka.iter().all(|c| (0.0..=1.0 + 1e-9).contains(c)),
+        "{cka:?}"
+    );
+    assert!(cka[0] < 0.95 && *cka.last().unwrap() > 0.99, "{cka:?}");
     assert_eq!(s.rounds.len(), 20, "two fragments, each every 10 steps");
     assert_eq!(s.rounds[0].manifest.fragment, Some(0));
     assert!(

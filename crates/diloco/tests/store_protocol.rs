@@ -136,7 +136,7 @@ fn args(cmd: &str, store: &str, extra: &[&str]) -> Vec<String> {
         "--poll-ms".into(),
         "10".into(),
     ];
-    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(extra.iter().map(ToString::to_string));
     v
 }
 
@@ -170,7 +170,7 @@ fn multi_process_run(store: &str) {
     let start = Instant::now();
     while ex.get(&protocol::manifest_key(1)).unwrap().is_none() {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
+            start.elapsed() < Duration::from_mins(1),
             "round 1 never committed"
         );
         std::thread::sleep(Duration::from_millis(20));
