@@ -9,6 +9,8 @@
 
 mod common;
 mod eval;
+mod export;
+mod generate;
 mod plot;
 mod run;
 mod train;
@@ -30,6 +32,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Score a text file with a model directory.
     Eval(eval::EvalArgs),
+    /// Stream text from a model with the packed CPU runtime.
+    Generate(generate::GenerateArgs),
+    /// Write a GGUF file for llama.cpp (TQ2_0 / TQ1_0) or bitnet.cpp (I2_S).
+    Export(export::ExportArgs),
     /// The whole pipeline: data, both models, validation, report.
     Run(run::RunArgs),
 }
@@ -39,6 +45,8 @@ fn main() -> Result<()> {
     match &cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Export(a) => export::run(a),
         Command::Run(a) => run::run(a),
     }
 }

@@ -205,10 +205,23 @@ pub fn run(args: &RunArgs) -> Result<()> {
         wall_s: 0.0,
     };
 
-    // HOOK(runtime): GGUF export of `ternary.model_dir` goes here; set
-    // `report.gguf_tq2_0` and `report.gguf_i2_s` to the written paths.
-    // HOOK(runtime): generation with the packed runtime goes here; push one `Sample` per
-    // language into `report.samples` and set `report.gen_tokens_per_s`.
+    // GGUF export: a target that cannot compute this model refuses with a reason, which is
+    // reported instead of failing the whole run.
+    for (weight_type, slot) in [
+        ("tq2_0", &mut report.gguf_tq2_0),
+        ("i2_s", &mut report.gguf_i2_s),
+    ] {
+        let path = out.join(format!("genkidama-{weight_type}.gguf"));
+        match crate::export::export_file(&ternary.model_dir, &path, weight_type, "f16") {
+            Ok(()) => *slot = Some(path.display().to_string()),
+            Err(e) => eprintln!("warning: no {weight_type} export: {e:#}"),
+        }
+    }
+    // Samples and generation speed from the packed CPU runtime.
+    let dir = bitnet_model::store::ModelDir::load(&ternary.model_dir)?;
+    let (samples, gen_tps) = crate::generate::samples(&dir, 32, ternary.train.seed)?;
+    report.samples = samples;
+    report.gen_tokens_per_s = Some(gen_tps);
 
     report.wall_s = start.elapsed().as_secs_f64();
     std::fs::write(
