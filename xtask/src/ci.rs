@@ -6,17 +6,25 @@
 
 use crate::python;
 use crate::util::{cargo, root, run as step};
-use anyhow::Result;
+use anyhow::{Result, bail};
 
+/// Runs every step even after one fails, so a single run shows every problem, then fails
+/// if any step did.
 fn run_ci(skip_features: bool) -> Result<()> {
     let root = root();
+    let mut failed: Vec<String> = Vec::new();
+    let mut record = |result: Result<()>| {
+        if let Err(e) = result {
+            failed.push(e.to_string());
+        }
+    };
 
-    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    record(step("fmt", cargo().args(["fmt", "--all", "--", "--check"])));
 
     // The oracles (gguf-py) must exist before the tests that compare against them.
     let python = python::ensure(false)?;
 
-    step(
+    record(step(
         "clippy",
         cargo().args([
             "clippy",
@@ -27,7 +35,7 @@ fn run_ci(skip_features: bool) -> Result<()> {
             "-D",
             "warnings",
         ]),
-    )?;
+    ));
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"])
@@ -40,12 +48,12 @@ fn run_ci(skip_features: bool) -> Result<()> {
             test.env("MAGNET_CORPUS", shared);
         }
     }
-    step("test", &mut test)?;
+    record(step("test", &mut test));
 
     if !skip_features {
         // The GPU path must keep type-checking although CI has no GPU and no LLVM bundle:
         // DOCS_RS makes the cubecl LLVM build scripts return early.
-        step(
+        record(step(
             "check-cuda",
             cargo()
                 .args([
@@ -58,8 +66,8 @@ fn run_ci(skip_features: bool) -> Result<()> {
                 ])
                 .env("DOCS_RS", "1")
                 .env("CARGO_TARGET_DIR", root.join("target/check-cuda")),
-        )?;
-        step(
+        ));
+        record(step(
             "check-ndarray",
             cargo()
                 .args([
@@ -71,10 +79,17 @@ fn run_ci(skip_features: bool) -> Result<()> {
                     "ndarray",
                 ])
                 .env("CARGO_TARGET_DIR", root.join("target/check-ndarray")),
-        )?;
+        ));
     }
     if !skip_features {
-        check_aarch64(&root)?;
+        record(check_aarch64(&root));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "xtask ci: {} step(s) failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
     }
     eprintln!("xtask ci: all steps passed");
     Ok(())
