@@ -268,6 +268,9 @@ mod tests {
             test,
         };
         let md = rep.to_markdown();
-        assert!(md.contains("1 (chosen)") && md.contains("**0.090000**"), "{md}");
+        assert!(
+            md.contains("1 (chosen)") && md.contains("**0.090000**"),
+            "{md}"
+        );
     }
 }
