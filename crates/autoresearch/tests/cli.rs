@@ -80,6 +80,7 @@ awk -v x={x} -v k={k} 'BEGIN { printf "{\"step\":0,\"metric\":%f}\n", (x-0.3)^2 
     let (ok, out, _) = ar(&["status", "--study", study.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("12 trials"), "{out}");
+    assert!(out.contains("importance (PED-ANOVA-style): "), "{out}");
     let crashed = out.lines().filter(|l| l.contains("\tcrash\t")).count();
     let (ok, csv, _) = ar(&[
         "export",

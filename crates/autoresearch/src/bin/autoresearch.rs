@@ -390,6 +390,14 @@ fn real_main() -> autoresearch::Result<()> {
                 trials.len()
             );
             print!("{}", results_table(&trials, s.directions()[0]));
+            let imp =
+                autoresearch::importance::ped_anova(&trials, s.space(), s.directions()[0], 0.1);
+            if !imp.is_empty() {
+                let mut v: Vec<(String, f64)> = imp.into_iter().collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let parts: Vec<String> = v.iter().map(|(k, x)| format!("{k} {x:.3}")).collect();
+                println!("importance (PED-ANOVA-style): {}", parts.join(", "));
+            }
             print_best(&s)
         }
         Cmd::Best { study } => {
