@@ -1,8 +1,18 @@
-//! Conversions between bitnet-model's [`WeightMap`] and [`ParamMap`] (moves the data,
-//! no copy of the values).
+//! bitnet-model integration: [`WeightMap`] <-> [`ParamMap`] conversions (moving the data)
+//! and [`LocalTrainer`] for bitnet-model's burn [`Trainer`] (inner AdamW, its own data
+//! shard and seed).
+//!
+//! Drift probe: bitnet-model exposes no hidden-state hook, so [`BitnetWorker`] reports
+//! the model's output logits on a fixed probe batch (the last layer's output) for CKA.
 
+use crate::drift::Features;
+use crate::error::{Error, Result};
 use crate::params::{ParamMap, Tensor};
+use crate::trainer::LocalTrainer;
+use bitnet_model::model::token_tensor;
+use bitnet_model::train::Trainer;
 use bitnet_model::{NamedTensor, WeightMap};
+use burn::module::Module;
 
 /// Moves a bitnet-model weight map into a [`ParamMap`].
 pub fn from_weights(w: WeightMap) -> ParamMap {
@@ -32,4 +42,77 @@ pub fn to_weights(p: ParamMap) -> WeightMap {
             )
         })
         .collect()
+}
+
+/// A bitnet-model trainer as a DiLoCo worker, with a fixed probe batch for drift.
+pub struct BitnetWorker {
+    /// The trainer.
+    pub trainer: Trainer,
+    /// Probe token ids (`probe_len` tokens of one sequence).
+    pub probe: Vec<u32>,
+}
+
+impl std::fmt::Debug for BitnetWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BitnetWorker")
+            .field("trainer", &self.trainer)
+            .field("probe_len", &self.probe.len())
+            .finish()
+    }
+}
+
+fn model_err(e: impl std::fmt::Display) -> Error {
+    Error::Trainer {
+        worker: u32::MAX,
+        message: e.to_string(),
+    }
+}
+
+impl LocalTrainer for BitnetWorker {
+    fn params(&self) -> Result<ParamMap> {
+        Ok(from_weights(self.trainer.weights()))
+    }
+
+    fn set_params(&mut self, params: &ParamMap) -> Result<()> {
+        // A fragment updates some tensors: merge into the full map first.
+        let mut full = self.trainer.weights();
+        for (name, t) in params {
+            let slot = full.get_mut(name).ok_or_else(|| Error::Tensor {
+                name: name.clone(),
+                message: "not a tensor of this model".into(),
+            })?;
+            slot.data.clone_from(&t.data);
+        }
+        self.trainer.set_weights(&full).map_err(model_err)
+    }
+
+    fn train_step(&mut self) -> Result<f32> {
+        Ok(self.trainer.step().map_err(model_err)?.loss as f32)
+    }
+
+    fn tokens_per_step(&self) -> u64 {
+        self.trainer.train_config().tokens_per_step() as u64
+    }
+
+    fn eval_loss(&mut self) -> Result<f32> {
+        Ok(self.trainer.eval().map_err(model_err)?.loss as f32)
+    }
+
+    fn probe_features(&mut self) -> Result<Option<Features>> {
+        let model = self.trainer.model().valid();
+        let n = self.probe.len();
+        let x =
+            token_tensor(&self.probe, 1, n, &burn::prelude::Device::flex()).map_err(model_err)?;
+        let logits = model.forward(x);
+        let cols = logits.dims()[2];
+        let data = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| model_err(format!("{e:?}")))?;
+        Ok(Some(Features {
+            rows: n,
+            cols,
+            data,
+        }))
+    }
 }
