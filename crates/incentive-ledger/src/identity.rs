@@ -8,21 +8,29 @@
 //! that, registration refuses any key that is not a canonical encoding of a point in the
 //! prime-order subgroup ([`PublicKey::parse`]).
 //!
-//! Batch verification ([`verify_many`]) is used only for keys that passed [`PublicKey::parse`]
-//! (prime-order subgroup) and signatures whose `R` is canonical and not of small order
-//! ([`r_is_batchable`]); everything else, and every member of a failing batch, gets
-//! `verify_strict`. Batch verification never accepts a forgery. The one residual difference
-//! (docs/ledger.md): dalek's batch equation is cofactorless with random 128-bit weights, so a
-//! key holder who deliberately puts a small-order *component* into their own `R` can make a
-//! signature that a batch accepts with probability up to 1/2 while `verify_strict` refuses it.
-//! Only the key holder can do this; `ledger verify` checks every entry with `verify_strict` and
-//! names such an entry.
+//! Batch verification ([`verify_many`]) must give exactly `verify_strict`'s answers, because
+//! `ledger verify` re-checks every entry strictly. A plain batch equation cannot: it is
+//! cofactorless, so a signer who deliberately adds a small-order component to their own `R`
+//! gets a signature that `verify_strict` always refuses but a batch accepts whenever the random
+//! weight is divisible by the component's order (probability 1/2 for order 2; dalek's
+//! `verify_batch` even derives the weights from the inputs, so the signer can grind until it
+//! passes). One such entry would make the whole log fail `ledger verify`. Our batch equation
+//! therefore takes `R` as `8·W`, from a hint `W` sent with the signature ([`r_hint`]): `8·W`
+//! has no torsion component, all terms lie in the prime-order subgroup, and the equation plus
+//! the check `compress(8·W) == R` proves exactly what `verify_strict` proves (up to 2⁻¹²⁸).
+//! Keys must pass [`PublicKey::parse`] (memoised in [`KeyCache`]); items without a hint, and
+//! every member of a failing chunk, get `verify_strict`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use curve25519_dalek::constants;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha512};
 
 use crate::codec::{hex, unhex};
 use crate::error::{Error, Rejection, Result};
@@ -190,15 +198,38 @@ pub fn verify_strict(key: &PublicKey, msg: &[u8], sig: &[u8; 64]) -> Result<(), 
         })
 }
 
-/// True when the `R` half of a signature is a canonical encoding of a point that is not of small
-/// order: the same conditions `verify_strict` puts on `R`. (A full torsion-freeness check costs a
-/// scalar multiplication, as much as a verification, so it is not done here; see the module
-/// docs for the residual case.)
-pub fn r_is_batchable(sig: &[u8; 64]) -> bool {
-    let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
-    // A VerifyingKey is exactly "a decompressed point"; reuse its decoding for R.
-    VerifyingKey::from_bytes(&r)
-        .is_ok_and(|p| !p.is_weak() && p.to_edwards().compress().to_bytes() == r)
+/// Batch chunk size: large enough that the multiscalar multiplication runs Pippenger's method
+/// (over 190 points), small enough that a failing chunk's strict fallback stays cheap.
+pub const BATCH_CHUNK: usize = 128;
+
+/// `8⁻¹ mod ℓ`.
+fn inv8() -> Scalar {
+    static INV8: std::sync::LazyLock<Scalar> =
+        std::sync::LazyLock::new(|| Scalar::from(8u8).invert());
+    *INV8
+}
+
+/// The batch hint for a signature: `W = 8⁻¹·R`, so that `8·W = R`. Because `8·W` lies in the
+/// prime-order subgroup whatever `W` is, a hint that checks out proves `R` has no torsion
+/// component, which a batch equation cannot see by itself. Anyone can compute it from a valid
+/// signature (the signer does, in [`Keypair::sign_with_hint`]); it is never stored and a wrong
+/// hint only sends the item to [`verify_strict`]. `None` if `R` is not a point.
+pub fn r_hint(sig: &[u8; 64]) -> Option<[u8; 32]> {
+    let r = CompressedEdwardsY(sig[..32].try_into().expect("32 bytes")).decompress()?;
+    Some(
+        EdwardsPoint::vartime_multiscalar_mul([inv8()], [r])
+            .compress()
+            .to_bytes(),
+    )
+}
+
+impl Keypair {
+    /// Signs `msg` and returns the signature with its batch hint ([`r_hint`]).
+    pub fn sign_with_hint(&self, msg: &[u8]) -> ([u8; 64], [u8; 32]) {
+        let sig = self.sign(msg);
+        let hint = r_hint(&sig).expect("dalek signatures have a valid R");
+        (sig, hint)
+    }
 }
 
 /// One item for [`verify_many`].
@@ -210,60 +241,178 @@ pub struct SigItem<'a> {
     pub msg: &'a [u8],
     /// Signature.
     pub sig: &'a [u8; 64],
+    /// Batch hint ([`r_hint`]); items without one get [`verify_strict`].
+    pub hint: Option<&'a [u8; 32]>,
 }
 
-/// Verifies many signatures; result `i` is exactly what [`verify_strict`] says for item `i`.
-/// Chunks of well-formed items go through dalek's batch verification; a failing chunk is
-/// re-checked one by one, so the answer never depends on the batching.
-pub fn verify_many(items: &[SigItem<'_>]) -> Vec<Result<(), Rejection>> {
-    const CHUNK: usize = 64;
-    let mut out: Vec<Option<Result<(), Rejection>>> = vec![None; items.len()];
-    let mut idx = Vec::with_capacity(CHUNK);
-    let mut vks = Vec::with_capacity(CHUNK);
-    let flush = |idx: &mut Vec<usize>,
-                 vks: &mut Vec<VerifyingKey>,
-                 out: &mut Vec<Option<Result<(), Rejection>>>| {
-        if idx.is_empty() {
-            return;
+/// Parsed public keys, so a key's subgroup check (a full scalar multiplication) is paid once, not
+/// once per signature. Bounded: cleared when it reaches [`KeyCache::MAX`] keys.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: std::collections::HashMap<[u8; 32], Result<VerifyingKey, Rejection>>,
+}
+
+impl KeyCache {
+    /// Most keys kept.
+    pub const MAX: usize = 1 << 16;
+
+    /// [`PublicKey::parse`], memoised.
+    pub fn parse(&mut self, key: &PublicKey) -> Result<VerifyingKey, Rejection> {
+        if let Some(r) = self.keys.get(&key.0) {
+            return r.clone();
         }
-        let msgs: Vec<&[u8]> = idx.iter().map(|&i| items[i].msg).collect();
-        let sigs: Vec<Signature> = idx
-            .iter()
-            .map(|&i| Signature::from_bytes(items[i].sig))
-            .collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, vks).is_ok() {
-            for &i in idx.iter() {
-                out[i] = Some(Ok(()));
-            }
-        } else {
-            for &i in idx.iter() {
-                let it = &items[i];
-                out[i] = Some(verify_strict(it.key, it.msg, it.sig));
-            }
+        if self.keys.len() >= Self::MAX {
+            self.keys.clear();
         }
-        idx.clear();
-        vks.clear();
+        let r = PublicKey::parse(key.0);
+        self.keys.insert(key.0, r.clone());
+        r
+    }
+}
+
+/// A batch candidate: parsed key, `s` as a scalar and the point used for `R` in the equation.
+struct Prepared {
+    item: usize,
+    a: EdwardsPoint,
+    s: Scalar,
+    /// `W` for hinted items (the equation uses `8·W` for `R`), `R` itself otherwise.
+    point: EdwardsPoint,
+}
+
+/// Checks `Σ zᵢ·(Rᵢ + kᵢ·Aᵢ − sᵢ·B) = 0` with fresh random 128-bit `zᵢ` (OS-seeded CSPRNG, so
+/// an attacker cannot grind inputs against known weights), `kᵢ = SHA-512(Rᵢ‖Aᵢ‖Mᵢ)`. With
+/// `hinted`, `Rᵢ` enters as `8·Wᵢ`: every term is then in the prime-order subgroup and a wrong
+/// item survives with probability about 2⁻¹²⁸.
+fn batch_equation(items: &[SigItem<'_>], chunk: &[Prepared], hinted: bool) -> bool {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    let n = chunk.len();
+    let mut scalars = Vec::with_capacity(2 * n + 1);
+    let mut points = Vec::with_capacity(2 * n + 1);
+    let mut b_coeff = Scalar::ZERO;
+    let eight = Scalar::from(8u8);
+    for p in chunk {
+        let it = &items[p.item];
+        let z = Scalar::from(rng.random::<u128>());
+        let h = Sha512::new()
+            .chain_update(&it.sig[..32])
+            .chain_update(it.key.0)
+            .chain_update(it.msg)
+            .finalize();
+        let k = Scalar::from_bytes_mod_order_wide(&h.into());
+        b_coeff += z * p.s;
+        scalars.push(if hinted { z * eight } else { z });
+        points.push(p.point);
+        scalars.push(z * k);
+        points.push(p.a);
+    }
+    scalars.push(-b_coeff);
+    points.push(constants::ED25519_BASEPOINT_POINT);
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
+}
+
+/// Verifies one chunk; `out[i]` is set for every item of the chunk.
+fn verify_chunk(
+    items: &[SigItem<'_>],
+    chunk: &[Prepared],
+    hinted: bool,
+) -> Vec<(usize, Result<(), Rejection>)> {
+    let strict = |i: usize| {
+        let it = &items[i];
+        (i, verify_strict(it.key, it.msg, it.sig))
     };
+    let mut ready: Vec<Prepared> = Vec::with_capacity(chunk.len());
+    let mut out = Vec::with_capacity(chunk.len());
+    if hinted {
+        // 8·W must encode to exactly the R bytes that were hashed and signed, and must not be
+        // the identity (the only small-order point in the prime-order subgroup); this is what
+        // verify_strict demands of R. One batched inversion covers all compressions.
+        let eights: Vec<EdwardsPoint> = chunk.iter().map(|p| p.point.mul_by_cofactor()).collect();
+        let enc = EdwardsPoint::compress_batch_alloc(&eights);
+        for ((p, e8), c) in chunk.iter().zip(&eights).zip(enc) {
+            if c.0[..] == items[p.item].sig[..32] && !e8.is_identity() {
+                ready.push(Prepared { ..*p });
+            } else {
+                out.push(strict(p.item));
+            }
+        }
+    } else {
+        ready.extend(chunk.iter().map(|p| Prepared { ..*p }));
+    }
+    if ready.is_empty() {
+        return out;
+    }
+    if batch_equation(items, &ready, hinted) {
+        out.extend(ready.iter().map(|p| (p.item, Ok(()))));
+    } else {
+        out.extend(ready.iter().map(|p| strict(p.item)));
+    }
+    out
+}
+
+fn verify_many_inner(
+    items: &[SigItem<'_>],
+    keys: &mut KeyCache,
+    use_hints: bool,
+) -> Vec<Result<(), Rejection>> {
+    use rayon::prelude::*;
+    let mut out: Vec<Option<Result<(), Rejection>>> = vec![None; items.len()];
+    let mut prepared = Vec::with_capacity(items.len());
     for (i, it) in items.iter().enumerate() {
-        match PublicKey::parse(it.key.0) {
-            Err(e) => out[i] = Some(Err(e)),
-            // A non-prime-order R is only ever produced on purpose; give it the strict check.
-            Ok(_) if !r_is_batchable(it.sig) => {
-                out[i] = Some(verify_strict(it.key, it.msg, it.sig));
+        let vk = match keys.parse(it.key) {
+            Ok(vk) => vk,
+            Err(e) => {
+                out[i] = Some(Err(e));
+                continue;
             }
-            Ok(vk) => {
-                idx.push(i);
-                vks.push(vk);
-                if idx.len() == CHUNK {
-                    flush(&mut idx, &mut vks, &mut out);
-                }
-            }
+        };
+        let s: Option<Scalar> =
+            Scalar::from_canonical_bytes(it.sig[32..].try_into().expect("32 bytes")).into();
+        let point = if use_hints {
+            it.hint.and_then(|w| CompressedEdwardsY(*w).decompress())
+        } else {
+            CompressedEdwardsY(it.sig[..32].try_into().expect("32 bytes")).decompress()
+        };
+        match (s, point) {
+            (Some(s), Some(point)) => prepared.push(Prepared {
+                item: i,
+                a: vk.to_edwards(),
+                s,
+                point,
+            }),
+            // Malformed or unhinted: the strict check gives the exact answer.
+            _ => out[i] = Some(verify_strict(it.key, it.msg, it.sig)),
         }
     }
-    flush(&mut idx, &mut vks, &mut out);
+    // At least two chunks when there is enough work, so both cores of a 2-core machine get one.
+    let chunk = prepared.len().div_ceil(2).clamp(16, BATCH_CHUNK);
+    let decided: Vec<Vec<(usize, Result<(), Rejection>)>> = prepared
+        .par_chunks(chunk)
+        .map(|c| verify_chunk(items, c, use_hints))
+        .collect();
+    for (i, r) in decided.into_iter().flatten() {
+        out[i] = Some(r);
+    }
     out.into_iter()
         .map(|r| r.expect("every item decided"))
         .collect()
+}
+
+/// Verifies many signatures; result `i` is exactly what [`verify_strict`] says for item `i`
+/// (up to the batch equation's 2⁻¹²⁸ error). Hinted items go through batch verification in
+/// chunks spread over rayon's threads; items without a valid hint, and every member of a failing
+/// chunk, get [`verify_strict`], so a bad item never costs anyone else their answer.
+pub fn verify_many(items: &[SigItem<'_>], keys: &mut KeyCache) -> Vec<Result<(), Rejection>> {
+    verify_many_inner(items, keys, true)
+}
+
+/// Fast re-check of entries that are already in a log covered by the operator's signed
+/// checkpoint (used when opening a ledger). It ignores hints and puts `R` itself into the batch
+/// equation, so it cannot see a torsion component of `R`: a signer who deliberately builds such
+/// an `R` passes it with probability 1/2, where [`verify_strict`] always refuses. That is why
+/// ingest uses [`verify_many`] and `ledger verify` checks every entry with [`verify_strict`].
+pub fn recheck_many(items: &[SigItem<'_>], keys: &mut KeyCache) -> Vec<Result<(), Rejection>> {
+    verify_many_inner(items, keys, false)
 }
 
 #[cfg(test)]
@@ -331,14 +480,25 @@ mod tests {
         let mut sigs: Vec<[u8; 64]> = kps.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
         sigs[5][10] ^= 0x40; // forged
         sigs[100][63] |= 0x80; // s out of range (malleated)
+        let hints: Vec<Option<[u8; 32]>> = sigs.iter().map(r_hint).collect();
+        let mut bad_hint = hints[7].unwrap();
+        bad_hint[0] ^= 1;
         let items: Vec<SigItem<'_>> = (0..150)
             .map(|i| SigItem {
                 key: &pubs[i],
                 msg: &msgs[i],
                 sig: &sigs[i],
+                // Item 7 has a wrong hint, items 9 and 11 none: all still get strict answers.
+                hint: match i {
+                    7 => Some(&bad_hint),
+                    9 | 11 => None,
+                    _ => hints[i].as_ref(),
+                },
             })
             .collect();
-        let res = verify_many(&items);
+        let mut keys = KeyCache::default();
+        let res = verify_many(&items, &mut keys);
+        assert_eq!(res, recheck_many(&items, &mut keys));
         for (i, r) in res.iter().enumerate() {
             assert_eq!(r.is_ok(), i != 5 && i != 100, "item {i}");
             assert_eq!(
@@ -346,6 +506,93 @@ mod tests {
                 verify_strict(&pubs[i], &msgs[i], &sigs[i]).is_ok()
             );
         }
+    }
+
+    /// A signature by key `a` whose `R` carries the order-2 point `(0, -1)`: valid in the
+    /// cofactorless batch equation whenever the weight is even, refused by `verify_strict`.
+    fn torsioned_signature(a: Scalar, nonce: u64, msg: &[u8]) -> (PublicKey, [u8; 64]) {
+        let mut t = [0xffu8; 32];
+        t[0] = 0xec;
+        t[31] = 0x7f;
+        let t2 = CompressedEdwardsY(t).decompress().unwrap();
+        assert!(!t2.is_identity() && t2.mul_by_cofactor().is_identity());
+        let pk = EdwardsPoint::mul_base(&a).compress().to_bytes();
+        let r = Scalar::from(nonce);
+        let big_r = (EdwardsPoint::mul_base(&r) + t2).compress().to_bytes();
+        let h = Sha512::new()
+            .chain_update(big_r)
+            .chain_update(pk)
+            .chain_update(msg)
+            .finalize();
+        let s = r + Scalar::from_bytes_mod_order_wide(&h.into()) * a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&big_r);
+        sig[32..].copy_from_slice(s.as_bytes());
+        (PublicKey(pk), sig)
+    }
+
+    #[test]
+    fn torsion_in_r_is_refused_by_the_hinted_batch_but_not_by_a_plain_one() {
+        let a = Scalar::from(0x1234_5678_9abc_u64);
+        let good = Keypair::from_seed([3; 32]);
+        let mut keys = KeyCache::default();
+        let mut plain_accepted = 0;
+        for nonce in 1..=40u64 {
+            let msg = nonce.to_be_bytes();
+            let (pk, sig) = torsioned_signature(a, nonce, &msg);
+            assert!(verify_strict(&pk, &msg, &sig).is_err());
+            // The best hints an attacker has: 8⁻¹·R, and the same shifted by the torsion point.
+            let w = r_hint(&sig).unwrap();
+            let gm = [nonce as u8; 9];
+            let (gs, gh) = good.sign_with_hint(&gm);
+            let gp = good.public();
+            let items = [
+                SigItem {
+                    key: &pk,
+                    msg: &msg,
+                    sig: &sig,
+                    hint: Some(&w),
+                },
+                SigItem {
+                    key: &gp,
+                    msg: &gm,
+                    sig: &gs,
+                    hint: Some(&gh),
+                },
+            ];
+            let res = verify_many(&items, &mut keys);
+            assert!(res[0].is_err(), "nonce {nonce}: torsioned R accepted");
+            assert!(res[1].is_ok());
+            // The plain batch equation sees only the weight's parity: it lets some through.
+            let plain = [SigItem {
+                hint: None,
+                ..items[0]
+            }];
+            let p = prepared_plain(&plain);
+            if batch_equation(&plain, &p, false) {
+                plain_accepted += 1;
+            }
+        }
+        // 40 independent weights: all odd has probability 2⁻⁴⁰.
+        assert!(
+            plain_accepted > 0,
+            "plain batch never accepted the torsioned R"
+        );
+    }
+
+    fn prepared_plain(items: &[SigItem<'_>]) -> Vec<Prepared> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| Prepared {
+                item: i,
+                a: CompressedEdwardsY(it.key.0).decompress().unwrap(),
+                s: Scalar::from_canonical_bytes(it.sig[32..].try_into().unwrap()).unwrap(),
+                point: CompressedEdwardsY(it.sig[..32].try_into().unwrap())
+                    .decompress()
+                    .unwrap(),
+            })
+            .collect()
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use crate::error::{Error, Rejection, Result};
-use crate::identity::{Keypair, PublicKey, SigItem, verify_many, verify_strict};
+use crate::identity::{
+    KeyCache, Keypair, PublicKey, SigItem, recheck_many, verify_many, verify_strict,
+};
 use crate::log::Log;
 use crate::merkle::Hash;
 use crate::record::{
@@ -18,6 +20,7 @@ pub struct Ledger {
     log: Log,
     state: State,
     key: Option<Keypair>,
+    keys: KeyCache,
     poisoned: bool,
 }
 
@@ -36,7 +39,12 @@ pub struct VerifyReport {
     pub total_balance: u64,
 }
 
-fn replay(log: &Log, entries: &[Vec<u8>], strict_each: bool) -> Result<(State, u64)> {
+fn replay(
+    log: &Log,
+    entries: &[Vec<u8>],
+    strict_each: bool,
+    keys: &mut KeyCache,
+) -> Result<(State, u64)> {
     let mut state = State::default();
     let parsed: Vec<SignedMessage> = entries
         .iter()
@@ -57,9 +65,10 @@ fn replay(log: &Log, entries: &[Vec<u8>], strict_each: bool) -> Result<(State, u
                 key: &m.msg.signer,
                 msg: &m.signed,
                 sig: &m.sig,
+                hint: None,
             })
             .collect();
-        verify_many(&items)
+        recheck_many(&items, keys)
     };
     for (i, (m, ok)) in parsed.iter().zip(sig_ok).enumerate() {
         let at = |e: Rejection| {
@@ -94,6 +103,7 @@ impl Ledger {
             log,
             state: State::default(),
             key: Some(key_copy),
+            keys: KeyCache::default(),
             poisoned: false,
         };
         let g = Message {
@@ -117,11 +127,13 @@ impl Ledger {
             entries.push(b.to_vec());
             Ok(())
         })?;
-        let (state, _) = replay(&log, &entries, false)?;
+        let mut keys = KeyCache::default();
+        let (state, _) = replay(&log, &entries, false, &mut keys)?;
         Ok(Self {
             log,
             state,
             key,
+            keys,
             poisoned: false,
         })
     }
@@ -206,9 +218,10 @@ impl Ledger {
                 key: &m.msg.signer,
                 msg: &m.signed,
                 sig: &m.sig,
+                hint: m.hint.as_ref(),
             })
             .collect();
-        let sig = verify_many(&items);
+        let sig = verify_many(&items, &mut self.keys);
         let mut out = Vec::with_capacity(msgs.len());
         let mut accepted: Vec<Vec<u8>> = Vec::new();
         let base = self.log.len();
@@ -291,7 +304,7 @@ pub fn verify_dir(dir: &Path, trusted: Option<&PublicKey>) -> Result<VerifyRepor
         entries.push(b.to_vec());
         Ok(())
     })?;
-    let (state, n) = replay(&log, &entries, true)?;
+    let (state, n) = replay(&log, &entries, true, &mut KeyCache::default())?;
     Ok(VerifyReport {
         entries: n,
         signatures: n,

@@ -1,13 +1,23 @@
 //! The append-only log: a [`Store`] of entries, the RFC 6962 Merkle tree over them and the
-//! signed checkpoint kept beside the database.
+//! operator-signed checkpoints that pin it.
 //!
-//! Layout of a ledger directory: `log.redb` (entries) and `checkpoint` (latest signed tree
-//! head, replaced atomically after every durable append). On open the tree is rebuilt from the
-//! store and checked against the checkpoint: fewer entries than the checkpoint covers means
-//! truncation or rollback, a different root means tampering. Both are errors, never repaired.
+//! Layout of a ledger directory: `log.redb` (entries plus the latest signed checkpoint, written
+//! in the same transaction) and `checkpoint` (the side checkpoint: a copy of a recent signed
+//! checkpoint kept outside the database). One append is one redb commit, i.e. one durable point
+//! (one fsync); entries and their checkpoint can never be durable without each other.
+//!
+//! Why two checkpoints: the one inside the database detects any edit of the entries (count and
+//! root must equal what it signs), but a database restored from an older copy is self-consistent.
+//! The side file catches that: on open, the database must cover at least the side checkpoint's
+//! size with the same root at that size. The side file is refreshed (temp file, fsync, rename,
+//! directory fsync) only when [`SidePolicy`] says so, at [`Log::close`], on drop and on open with
+//! the operator key, so it may lag the database. The window is exact: a rollback of the database
+//! to any size at or above the side file's size goes undetected from the directory alone; with
+//! the default policy that is at most one second or 10 000 entries of the newest appends.
+//! Rollback below it, truncation and tampering are errors, never repaired.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -17,8 +27,35 @@ use crate::store::{RedbStore, Store};
 
 /// File name of the entry database inside a ledger directory.
 pub const DB_FILE: &str = "log.redb";
-/// File name of the signed checkpoint inside a ledger directory.
+/// File name of the side checkpoint inside a ledger directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+
+/// When an append also refreshes the side checkpoint file (whichever comes first). This bounds
+/// the rollback window described in the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SidePolicy {
+    /// Refresh once this many entries were appended since the last refresh.
+    pub max_entries: u64,
+    /// Refresh once this much time passed since the last refresh.
+    pub max_interval: Duration,
+}
+
+impl SidePolicy {
+    /// Refresh after every append: no rollback window, three more fsyncs per append.
+    pub const EVERY_APPEND: Self = Self {
+        max_entries: 1,
+        max_interval: Duration::ZERO,
+    };
+}
+
+impl Default for SidePolicy {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_interval: Duration::from_secs(1),
+        }
+    }
+}
 
 /// An append-only, checkpointed Merkle log.
 #[derive(Debug)]
@@ -26,6 +63,9 @@ pub struct Log<S: Store = RedbStore> {
     store: S,
     tree: MerkleTree,
     checkpoint: Checkpoint,
+    side: Checkpoint,
+    side_written: Instant,
+    policy: SidePolicy,
     cp_path: PathBuf,
     key: Option<Keypair>,
     poisoned: Option<String>,
@@ -54,22 +94,27 @@ impl Log<RedbStore> {
                 dir.display()
             )));
         }
-        // The empty checkpoint is written first: from then on a missing file is an attack.
+        // The empty side checkpoint is written first: from then on a missing file is an attack.
         let cp = Checkpoint::sign(origin, 0, crate::merkle::empty_root(), now(), &key);
         cp.write_atomic(&cp_path)?;
-        let store = RedbStore::open(&db_path)?;
+        let mut store = RedbStore::open(&db_path)?;
+        store.append(&[], &cp.to_bytes())?;
         Ok(Self {
             store,
             tree: MerkleTree::new(),
-            checkpoint: cp,
+            checkpoint: cp.clone(),
+            side: cp,
+            side_written: Instant::now(),
+            policy: SidePolicy::default(),
             cp_path,
             key: Some(key),
             poisoned: None,
         })
     }
 
-    /// Opens the log in `dir`, calling `on_entry` for each entry, and checks it against the
-    /// checkpoint. `trusted` pins the operator key; `key` (the operator's secret) allows appends.
+    /// Opens the log in `dir`, calling `on_entry` for each entry, and checks it against both
+    /// checkpoints. `trusted` pins the operator key; `key` (the operator's secret) allows appends
+    /// and brings the side checkpoint up to date.
     pub fn open(
         dir: &Path,
         trusted: Option<&PublicKey>,
@@ -93,52 +138,99 @@ impl Log<RedbStore> {
         let pinned = trusted
             .copied()
             .or_else(|| key.as_ref().map(Keypair::public));
-        let checkpoint = Checkpoint::read(&cp_path, pinned.as_ref())?;
+        let side = Checkpoint::read(&cp_path, pinned.as_ref())?;
         let store = RedbStore::open(&db_path)?;
-        Self::from_parts(store, checkpoint, cp_path, key, on_entry)
+        Self::from_parts(store, side, cp_path, key, on_entry)
     }
 }
 
 impl<S: Store> Log<S> {
-    /// Builds a log from an opened store and a verified checkpoint, replaying every entry.
+    /// Builds a log from an opened store and a verified side checkpoint (read from `cp_path`):
+    /// replays every entry, checks them against the checkpoint stored in the database (same
+    /// signer as `side`) and checks that the database covers `side`.
     pub fn from_parts(
         store: S,
-        checkpoint: Checkpoint,
+        side: Checkpoint,
         cp_path: PathBuf,
         key: Option<Keypair>,
         on_entry: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<Self> {
+        let hex = crate::codec::hex;
+        let db_bytes = store.checkpoint()?.ok_or_else(|| {
+            Error::Integrity("the database holds no checkpoint (not a ledger, or wiped)".into())
+        })?;
+        let checkpoint = Checkpoint::from_bytes(&db_bytes, Some(&side.signer))
+            .map_err(|e| Error::Integrity(format!("checkpoint in {DB_FILE}: {e}")))?;
+        if checkpoint.origin != side.origin {
+            return Err(Error::Integrity(format!(
+                "checkpoint in {DB_FILE} is for `{}` but {} is for `{}`",
+                checkpoint.origin,
+                cp_path.display(),
+                side.origin
+            )));
+        }
         let mut tree = MerkleTree::new();
         store.scan(&mut |i, bytes| {
             tree.push_hash(leaf_hash(bytes));
             on_entry(i, bytes)
         })?;
-        if tree.len() < checkpoint.size {
+        // Entries and the stored checkpoint are committed together, so they must agree exactly.
+        if tree.len() != checkpoint.size {
             return Err(Error::Integrity(format!(
-                "store holds {} entries but checkpoint {} covers {}: truncated or rolled back",
+                "store holds {} entries but the checkpoint in {DB_FILE} covers {}: entries were \
+                 added or removed outside the log",
                 tree.len(),
-                cp_path.display(),
                 checkpoint.size
             )));
         }
-        let root = tree.root_at(checkpoint.size)?;
+        let root = tree.root();
         if root != checkpoint.root {
             return Err(Error::Integrity(format!(
-                "root of the first {} entries is {} but checkpoint {} signs {}",
+                "root of the first {} entries is {} but the checkpoint in {DB_FILE} signs {}",
                 checkpoint.size,
-                crate::codec::hex(&root),
-                cp_path.display(),
-                crate::codec::hex(&checkpoint.root)
+                hex(&root),
+                hex(&checkpoint.root)
             )));
         }
-        Ok(Self {
+        if side.size > checkpoint.size {
+            return Err(Error::Integrity(format!(
+                "database holds {} entries but checkpoint {} covers {}: truncated or rolled back",
+                checkpoint.size,
+                cp_path.display(),
+                side.size
+            )));
+        }
+        let side_root = tree.root_at(side.size)?;
+        if side_root != side.root {
+            return Err(Error::Integrity(format!(
+                "root of the first {} entries is {} but checkpoint {} signs {}: the log was \
+                 rewritten",
+                side.size,
+                hex(&side_root),
+                cp_path.display(),
+                hex(&side.root)
+            )));
+        }
+        let mut log = Self {
             store,
             tree,
             checkpoint,
+            side,
+            side_written: Instant::now(),
+            policy: SidePolicy::default(),
             cp_path,
             key,
             poisoned: None,
-        })
+        };
+        if log.key.is_some() {
+            log.sync_side()?;
+        }
+        Ok(log)
+    }
+
+    /// Sets when appends refresh the side checkpoint.
+    pub fn set_side_policy(&mut self, policy: SidePolicy) {
+        self.policy = policy;
     }
 
     /// Number of entries.
@@ -156,9 +248,14 @@ impl<S: Store> Log<S> {
         &self.checkpoint.origin
     }
 
-    /// Latest signed checkpoint.
+    /// Latest signed checkpoint (the one committed with the newest entries).
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
+    }
+
+    /// The side checkpoint as last written to the `checkpoint` file.
+    pub fn side_checkpoint(&self) -> &Checkpoint {
+        &self.side
     }
 
     /// The Merkle tree over all entries.
@@ -187,15 +284,30 @@ impl<S: Store> Log<S> {
         self.checkpoint.signer
     }
 
-    /// Appends entries durably, then signs and writes a checkpoint covering them. Returns the
-    /// index of the first entry. Once this returns `Ok`, the entries survive a crash.
-    pub fn append(&mut self, entries: &[&[u8]]) -> Result<u64> {
-        if let Some(what) = &self.poisoned {
-            return Err(Error::Poisoned {
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(what) => Err(Error::Poisoned {
                 path: self.cp_path.clone(),
                 what: what.clone(),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    fn poison(&mut self, e: &Error) -> Error {
+        let what = e.to_string();
+        self.poisoned = Some(what.clone());
+        Error::Poisoned {
+            path: self.cp_path.clone(),
+            what,
+        }
+    }
+
+    /// Appends entries and a checkpoint covering them in one durable commit, then refreshes the
+    /// side checkpoint if [`SidePolicy`] says so. Returns the index of the first entry. Once this
+    /// returns `Ok`, the entries survive kill -9 and power loss. Any error poisons the log.
+    pub fn append(&mut self, entries: &[&[u8]]) -> Result<u64> {
+        self.check()?;
         let Some(key) = &self.key else {
             return Err(Error::Invalid(
                 "log opened without the operator key is read-only".into(),
@@ -204,8 +316,7 @@ impl<S: Store> Log<S> {
         if entries.is_empty() {
             return Ok(self.len());
         }
-        let first = self.store.append(entries)?;
-        debug_assert_eq!(first, self.tree.len());
+        let first = self.tree.len();
         for e in entries {
             self.tree.push_hash(leaf_hash(e));
         }
@@ -216,15 +327,55 @@ impl<S: Store> Log<S> {
             now().max(self.checkpoint.time),
             key,
         );
-        if let Err(e) = cp.write_atomic(&self.cp_path) {
-            self.poisoned = Some(e.to_string());
-            return Err(Error::Poisoned {
-                path: self.cp_path.clone(),
-                what: e.to_string(),
-            });
+        match self.store.append(entries, &cp.to_bytes()) {
+            Ok(at) if at == first => {}
+            // The tree already holds the new leaves; only a reopen can be trusted now.
+            Ok(at) => {
+                let e = Error::Integrity(format!("store appended at {at}, log expected {first}"));
+                return Err(self.poison(&e));
+            }
+            Err(e) => return Err(self.poison(&e)),
         }
         self.checkpoint = cp;
+        let due = self.tree.len() - self.side.size >= self.policy.max_entries
+            || self.side_written.elapsed() >= self.policy.max_interval;
+        if due && let Err(e) = self.write_side() {
+            return Err(self.poison(&e));
+        }
         Ok(first)
+    }
+
+    fn write_side(&mut self) -> Result<()> {
+        self.checkpoint.write_atomic(&self.cp_path)?;
+        self.side = self.checkpoint.clone();
+        self.side_written = Instant::now();
+        Ok(())
+    }
+
+    /// Writes the side checkpoint file now if it lags the database. After this returns `Ok`, a
+    /// rollback of the database to any earlier state is detected on open, even after power loss.
+    /// A failure poisons the log.
+    pub fn sync_side(&mut self) -> Result<()> {
+        self.check()?;
+        if self.key.is_none() || self.side == self.checkpoint {
+            return Ok(());
+        }
+        if let Err(e) = self.write_side() {
+            return Err(self.poison(&e));
+        }
+        Ok(())
+    }
+
+    /// Closes the log, bringing the side checkpoint up to date first (see [`Log::sync_side`]).
+    pub fn close(mut self) -> Result<()> {
+        self.sync_side()
+    }
+
+    /// Drops the log without refreshing the side checkpoint, as a crash would. Only for tests of
+    /// the rollback window.
+    #[doc(hidden)]
+    pub fn drop_like_a_crash(mut self) {
+        self.poisoned = Some("dropped like a crash".into());
     }
 
     /// Inclusion proof for entry `index` against the current checkpoint's tree size.
@@ -236,6 +387,16 @@ impl<S: Store> Log<S> {
             .leaf(index)
             .ok_or_else(|| Error::Proof(format!("no leaf {index}")))?;
         Ok((leaf, proof))
+    }
+}
+
+impl<S: Store> Drop for Log<S> {
+    fn drop(&mut self) {
+        // Best effort: a failure here only leaves the side file lagging (the documented window);
+        // callers that must know use `close`.
+        if self.poisoned.is_none() && self.key.is_some() && self.side != self.checkpoint {
+            let _ = self.write_side();
+        }
     }
 }
 
@@ -267,8 +428,12 @@ mod tests {
         assert_eq!(leaf, leaf_hash(b"b"));
     }
 
+    fn reopen(d: &Path, op: &PublicKey) -> Result<Log> {
+        Log::open(d, Some(op), None, &mut noop())
+    }
+
     #[test]
-    fn truncation_rollback_and_tamper_are_detected() {
+    fn rollback_is_detected_outside_the_documented_window_only() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("l");
         let key = Keypair::from_seed([1; 32]);
@@ -277,10 +442,19 @@ mod tests {
         for i in 0..10u8 {
             log.append(&[&[i; 50]]).unwrap();
         }
-        drop(log);
-        // Rollback: restore an older copy of the database next to the newer checkpoint.
+        log.close().unwrap();
         let old = dir.path().join("old.redb");
         std::fs::copy(d.join(DB_FILE), &old).unwrap();
+        // Side file refreshed at close: it now covers all 10 entries.
+        assert_eq!(
+            Checkpoint::read(&d.join(CHECKPOINT_FILE), None)
+                .unwrap()
+                .size,
+            10
+        );
+
+        // Inside the window: appends since the last side refresh, then a crash (no drop, so no
+        // refresh). Restoring the older database is not detectable from the directory alone.
         let mut log = Log::open(
             &d,
             Some(&op),
@@ -288,23 +462,117 @@ mod tests {
             &mut noop(),
         )
         .unwrap();
+        log.set_side_policy(SidePolicy {
+            max_entries: 1000,
+            max_interval: Duration::from_hours(1),
+        });
         log.append(&[b"newer"]).unwrap();
+        assert_eq!(log.side_checkpoint().size, 10);
+        log.drop_like_a_crash();
+        let backup_new = dir.path().join("new.redb");
+        std::fs::copy(d.join(DB_FILE), &backup_new).unwrap();
+        std::fs::copy(&old, d.join(DB_FILE)).unwrap();
+        assert_eq!(reopen(&d, &op).unwrap().len(), 10);
+
+        // Outside the window: once the side file covers the newer entry (close, drop, policy or
+        // open with the key), the same rollback is an error.
+        std::fs::copy(&backup_new, d.join(DB_FILE)).unwrap();
+        let log = Log::open(
+            &d,
+            Some(&op),
+            Some(Keypair::from_seed([1; 32])),
+            &mut noop(),
+        )
+        .unwrap();
+        assert_eq!(log.side_checkpoint().size, 11);
         drop(log);
         std::fs::copy(&old, d.join(DB_FILE)).unwrap();
-        let e = Log::open(&d, Some(&op), None, &mut noop()).unwrap_err();
+        let e = reopen(&d, &op).unwrap_err();
         assert!(e.to_string().contains("truncated or rolled back"), "{e}");
 
-        // Tamper with one entry in place.
-        let mut s = RedbStore::open(&d.join(DB_FILE)).unwrap();
-        s.append(&[b"newer"]).unwrap();
+        // With the side file refreshed on every append there is no window at all.
+        std::fs::copy(&backup_new, d.join(DB_FILE)).unwrap();
+        let mut log = Log::open(
+            &d,
+            Some(&op),
+            Some(Keypair::from_seed([1; 32])),
+            &mut noop(),
+        )
+        .unwrap();
+        log.set_side_policy(SidePolicy::EVERY_APPEND);
+        std::fs::copy(d.join(DB_FILE), &old).unwrap();
+        log.append(&[b"newest"]).unwrap();
+        log.drop_like_a_crash();
+        std::fs::copy(&old, d.join(DB_FILE)).unwrap();
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("truncated or rolled back"), "{e}");
+    }
+
+    #[test]
+    fn edits_of_entries_or_either_checkpoint_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("l");
+        let key = Keypair::from_seed([1; 32]);
+        let op = key.public();
+        let mut log = Log::create(&d, "t", key).unwrap();
+        for i in 0..10u8 {
+            log.append(&[&[i; 50]]).unwrap();
+        }
+        let cp5 = Checkpoint::sign(
+            "t",
+            5,
+            log.tree().root_at(5).unwrap(),
+            0,
+            &Keypair::from_seed([1; 32]),
+        );
+        log.close().unwrap();
+        let db = d.join(DB_FILE);
+        let fresh = dir.path().join("fresh.redb");
+        std::fs::copy(&db, &fresh).unwrap();
+        let restore = || std::fs::copy(&fresh, &db).unwrap();
+
+        // An entry changed in place.
+        let mut s = RedbStore::open(&db).unwrap();
         s.tamper_overwrite(3, &[9; 50]).unwrap();
         drop(s);
-        let e = Log::open(&d, Some(&op), None, &mut noop()).unwrap_err();
-        assert!(e.to_string().contains("root of the first 11"), "{e}");
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("root of the first 10"), "{e}");
 
-        // Deleted checkpoint and a checkpoint by another key.
+        // Entries truncated (the stored checkpoint still covers them).
+        restore();
+        let mut s = RedbStore::open(&db).unwrap();
+        s.tamper_truncate(2).unwrap();
+        drop(s);
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("added or removed"), "{e}");
+
+        // The stored checkpoint rolled back alone, or replaced by another key's.
+        restore();
+        let mut s = RedbStore::open(&db).unwrap();
+        s.tamper_checkpoint(&cp5.to_bytes()).unwrap();
+        drop(s);
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("covers 5"), "{e}");
+        restore();
+        let other = Checkpoint::sign("t", 10, [0; 32], 0, &Keypair::from_seed([2; 32]));
+        let mut s = RedbStore::open(&db).unwrap();
+        s.tamper_checkpoint(&other.to_bytes()).unwrap();
+        drop(s);
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("expected operator"), "{e}");
+
+        // A side file for a different history of the same size.
+        restore();
+        reopen(&d, &op).unwrap();
+        Checkpoint::sign("t", 10, [7; 32], 0, &Keypair::from_seed([1; 32]))
+            .write_atomic(&d.join(CHECKPOINT_FILE))
+            .unwrap();
+        let e = reopen(&d, &op).unwrap_err();
+        assert!(e.to_string().contains("rewritten"), "{e}");
+
+        // Deleted side file and a side file by another key.
         std::fs::remove_file(d.join(CHECKPOINT_FILE)).unwrap();
-        assert!(Log::open(&d, Some(&op), None, &mut noop()).is_err());
+        assert!(reopen(&d, &op).is_err());
         Checkpoint::sign(
             "t",
             0,
@@ -314,7 +582,7 @@ mod tests {
         )
         .write_atomic(&d.join(CHECKPOINT_FILE))
         .unwrap();
-        let e = Log::open(&d, Some(&op), None, &mut noop()).unwrap_err();
+        let e = reopen(&d, &op).unwrap_err();
         assert!(e.to_string().contains("expected operator"), "{e}");
     }
 }

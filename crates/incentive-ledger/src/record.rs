@@ -440,12 +440,13 @@ impl Message {
     pub fn sign(self, key: &Keypair) -> SignedMessage {
         debug_assert_eq!(key.public(), self.signer);
         let bytes = self.encode();
-        let sig = key.sign(&bytes);
+        let (sig, hint) = key.sign_with_hint(&bytes);
         SignedMessage {
             id: message_id(&bytes),
             msg: self,
             signed: bytes,
             sig,
+            hint: Some(hint),
         }
     }
 }
@@ -466,6 +467,10 @@ pub struct SignedMessage {
     pub sig: [u8; 64],
     /// `SHA-256(signed)`.
     pub id: Hash,
+    /// Batch-verification hint sent along with the signature
+    /// ([`crate::identity::r_hint`]). Never stored or signed; a missing or wrong hint only means
+    /// the message is checked with `verify_strict` instead of in a batch.
+    pub hint: Option<[u8; 32]>,
 }
 
 impl SignedMessage {
@@ -495,6 +500,7 @@ impl SignedMessage {
             signed: signed.to_vec(),
             sig: sig.try_into().expect("64 bytes"),
             id: message_id(signed),
+            hint: None,
         })
     }
 
@@ -597,7 +603,8 @@ pub(crate) mod tests {
             let sm = m.clone().sign(&kp);
             let bytes = sm.to_bytes();
             let back = SignedMessage::from_bytes(&bytes).unwrap();
-            prop_assert_eq!(&back, &sm);
+            prop_assert_eq!(&back, &SignedMessage { hint: None, ..sm.clone() });
+            prop_assert_eq!(sm.hint, crate::identity::r_hint(&sm.sig));
             prop_assert_eq!(back.msg.encode(), sm.signed);
             crate::identity::verify_strict(&kp.public(), &back.signed, &back.sig).unwrap();
         }

@@ -1,6 +1,7 @@
 //! Durable entry storage behind the [`Store`] trait; [`RedbStore`] is the default backend.
 //!
-//! Contract: when `append` returns `Ok`, the entries survive kill -9 and power loss. Any
+//! Contract: when `append` returns `Ok`, the entries and the checkpoint committed with them survive
+//! kill -9 and power loss, together: one commit is one durable point. Any
 //! failed durable write poisons the store: every later call returns [`Error::Poisoned`], because
 //! after a failed fsync Linux may have dropped the dirty pages and a retry could falsely succeed
 //! (fsyncgate). The owner must drop the store and reopen, which re-verifies everything.
@@ -25,8 +26,11 @@ pub trait Store {
     fn get(&self, index: u64) -> Result<Vec<u8>>;
     /// Calls `f(index, bytes)` for every entry in order.
     fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()>;
-    /// Appends entries atomically and durably; returns the index of the first.
-    fn append(&mut self, entries: &[&[u8]]) -> Result<u64>;
+    /// The checkpoint bytes committed by the last [`Store::append`]; `None` before the first.
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>>;
+    /// Appends `entries` (possibly none) and replaces the stored checkpoint with `checkpoint`,
+    /// all in one atomic, durable commit; returns the index of the first entry.
+    fn append(&mut self, entries: &[&[u8]], checkpoint: &[u8]) -> Result<u64>;
 }
 
 /// Runs `f`, turning a panic inside redb (it panics on some corrupted files, e.g. "Malformed
@@ -46,13 +50,26 @@ fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 const ENTRIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const CHECKPOINT_KEY: &str = "checkpoint";
 
-/// [`Store`] on redb with `Durability::Immediate` and two-phase commit: one write transaction per
-/// append call, so a batch is all-or-nothing and acknowledged only after fsync.
+/// [`Store`] on redb: one write transaction per append call, holding the entries and the new
+/// checkpoint, committed with `Durability::Immediate`. A batch is all-or-nothing and acknowledged
+/// only after the commit's fsync.
+///
+/// By default redb commits in one phase (one fsync; the new commit slot is protected by a
+/// checksum). redb documents a theoretical attack on that mode: a workload-controlling attacker
+/// who can also crash the machine mid-fsync could get a *partially written, unacknowledged*
+/// transaction accepted. Here such a state cannot pass [`crate::log::Log::open`]: the entries and
+/// the operator-signed checkpoint share the transaction, and open requires the entry count and
+/// Merkle root to equal what that checkpoint signs, so a torn commit is reported as an integrity
+/// error instead of being used. [`RedbStore::with_two_phase_commit`] restores redb's two-fsync
+/// protocol for callers that prefer it.
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
     len: u64,
+    two_phase: bool,
     poisoned: Option<String>,
 }
 
@@ -98,10 +115,12 @@ impl RedbStore {
             db,
             path: path.to_path_buf(),
             len: 0,
+            two_phase: false,
             poisoned: None,
         };
         let tx = s.db.begin_write().map_err(|e| db_err(e.to_string()))?;
         tx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
+        tx.open_table(META).map_err(|e| db_err(e.to_string()))?;
         tx.commit().map_err(|e| db_err(e.to_string()))?;
         let rtx = s.db.begin_read().map_err(|e| db_err(e.to_string()))?;
         let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
@@ -139,6 +158,13 @@ impl RedbStore {
         Ok(())
     }
 
+    /// Commits with redb's two-phase protocol (two fsyncs per append) instead of one.
+    #[must_use]
+    pub fn with_two_phase_commit(mut self, enabled: bool) -> Self {
+        self.two_phase = enabled;
+        self
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -168,6 +194,18 @@ impl RedbStore {
         {
             let mut t = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
             t.insert(index, bytes).map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Replaces the stored checkpoint bytes, bypassing every check. Only for tamper tests.
+    #[doc(hidden)]
+    pub fn tamper_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut t = tx.open_table(META).map_err(|e| self.db_err(e))?;
+            t.insert(CHECKPOINT_KEY, bytes)
+                .map_err(|e| self.db_err(e))?;
         }
         tx.commit().map_err(|e| self.db_err(e))
     }
@@ -211,20 +249,32 @@ impl Store for RedbStore {
         guard(&self.path, || self.scan_inner(f))
     }
 
-    fn append(&mut self, entries: &[&[u8]]) -> Result<u64> {
+    fn checkpoint(&self) -> Result<Option<Vec<u8>>> {
+        self.check()?;
+        guard(&self.path, || {
+            let rtx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+            let t = rtx.open_table(META).map_err(|e| self.db_err(e))?;
+            let v = t.get(CHECKPOINT_KEY).map_err(|e| self.db_err(e))?;
+            Ok(v.map(|g| g.value().to_vec()))
+        })
+    }
+
+    fn append(&mut self, entries: &[&[u8]], checkpoint: &[u8]) -> Result<u64> {
         self.check()?;
         let first = self.len;
         let result = (|| -> std::result::Result<(), String> {
             let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(Durability::Immediate)
                 .map_err(|e| e.to_string())?;
-            // Two fsyncs per commit: the single-fsync mode trusts a non-cryptographic checksum.
-            tx.set_two_phase_commit(true);
+            tx.set_two_phase_commit(self.two_phase);
             {
                 let mut t = tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
                 for (i, e) in entries.iter().enumerate() {
                     t.insert(first + i as u64, *e).map_err(|e| e.to_string())?;
                 }
+                let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
+                m.insert(CHECKPOINT_KEY, checkpoint)
+                    .map_err(|e| e.to_string())?;
             }
             tx.commit().map_err(|e| e.to_string())
         })();
@@ -256,11 +306,13 @@ mod tests {
         let p = dir.path().join("log.redb");
         {
             let mut s = RedbStore::open(&p).unwrap();
-            assert_eq!(s.append(&[b"a", b"bb"]).unwrap(), 0);
-            assert_eq!(s.append(&[b"ccc"]).unwrap(), 2);
+            assert_eq!(s.checkpoint().unwrap(), None);
+            assert_eq!(s.append(&[b"a", b"bb"], b"cp1").unwrap(), 0);
+            assert_eq!(s.append(&[b"ccc"], b"cp2").unwrap(), 2);
         }
         let s = RedbStore::open(&p).unwrap();
         assert_eq!(s.len().unwrap(), 3);
+        assert_eq!(s.checkpoint().unwrap().as_deref(), Some(&b"cp2"[..]));
         assert_eq!(s.get(1).unwrap(), b"bb");
         let mut seen = Vec::new();
         s.scan(&mut |i, b| {
@@ -319,17 +371,31 @@ mod tests {
                 fail: fail.clone(),
             };
             let mut s = RedbStore::open_backend(backend, &p).unwrap();
-            s.append(&[b"kept"]).unwrap();
+            s.append(&[b"kept"], b"cp-kept").unwrap();
             fail.store(true, Ordering::SeqCst);
-            let e = s.append(&[b"lost"]).unwrap_err();
+            let e = s.append(&[b"lost"], b"cp-lost").unwrap_err();
             assert!(e.to_string().contains("injected EIO"), "{e}");
             fail.store(false, Ordering::SeqCst);
             // Even with a healthy disk again, the store refuses: a retried fsync could lie.
-            assert!(matches!(s.append(&[b"retry"]), Err(Error::Poisoned { .. })));
+            assert!(matches!(
+                s.append(&[b"retry"], b"cp-retry"),
+                Err(Error::Poisoned { .. })
+            ));
             assert!(matches!(s.len(), Err(Error::Poisoned { .. })));
         }
         let s = RedbStore::open(&p).unwrap();
         assert_eq!(s.get(0).unwrap(), b"kept");
-        assert!(s.len().unwrap() <= 2);
+        // Entries and checkpoint move together: whichever commit survived, they match.
+        let n = s.len().unwrap();
+        assert!(n <= 2);
+        let cp = s.checkpoint().unwrap().unwrap();
+        assert_eq!(
+            cp,
+            if n == 1 {
+                &b"cp-kept"[..]
+            } else {
+                &b"cp-lost"[..]
+            }
+        );
     }
 }
