@@ -38,6 +38,8 @@ pub use sampler::{
     CmaEsSampler, GridSampler, Phase, PhasedSampler, QmcSampler, RandomSampler, Sampler, TpeSampler,
 };
 pub use space::{Distribution, ParamValue, Params, SearchSpace};
+#[cfg(feature = "postgres")]
+pub use storage::PostgresStorage;
 pub use storage::{InMemoryStorage, JournalStorage, Storage, StudyMeta};
 pub use study::{MultiObjective, Objective, OptimizeOptions, OptimizeSummary, Study, TrialHandle};
 pub use trial::{Direction, Trial, TrialError, TrialState};

@@ -3,6 +3,8 @@
 //! ```text
 //! autoresearch run --space space.toml --trials 50 --jobs 2 -- ./train --lr {lr} --ctx {ctx}
 //! autoresearch status | best | export --format csv | resume --trials 20
+//! # many machines, one study: the same command on each, with a shared database
+//! autoresearch run --storage postgres://user:pass@db/hpo --study-name s1 --space ... -- ...
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,10 +15,10 @@ use autoresearch::command::{CommandObjective, MetricSource};
 use autoresearch::report::{export_csv, results_table};
 use autoresearch::{
     CmaEsSampler, Direction, GridSampler, HyperbandPruner, JournalStorage, MedianPruner, NopPruner,
-    OptimizeOptions, Pruner, QmcSampler, RandomSampler, Sampler, SearchSpace, Study,
-    SuccessiveHalvingPruner, TpeSampler, TrialState,
+    OptimizeOptions, Pruner, QmcSampler, RandomSampler, Sampler, SearchSpace, Storage, Study,
+    StudyMeta, SuccessiveHalvingPruner, TpeSampler, TrialState,
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +54,22 @@ enum Format {
     Json,
 }
 
+/// Where a study lives: per-trial logs and results always go to `--study`; the trials
+/// themselves to the journal there, or to a PostgreSQL database given by `--storage`.
+#[derive(Args, Clone)]
+struct Where {
+    /// Study directory (journal, per-trial logs, results table).
+    #[arg(long, default_value = "autoresearch-study")]
+    study: PathBuf,
+    /// Shared storage instead of the directory's journal: `postgres://user:pass@host/db`
+    /// (workers on several machines join one study).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Study name in the database (default: the `--study` path as given).
+    #[arg(long)]
+    study_name: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a study and run trials.
@@ -65,9 +83,8 @@ enum Cmd {
         /// Parallel worker processes.
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// Study directory (journal, per-trial logs, results table).
-        #[arg(long, default_value = "autoresearch-study")]
-        study: PathBuf,
+        #[command(flatten)]
+        at: Where,
         /// Sampler.
         #[arg(long, value_enum, default_value = "tpe")]
         sampler: SamplerKind,
@@ -95,9 +112,8 @@ enum Cmd {
     },
     /// Continue a study (after a crash or to add trials); stale running trials are re-run.
     Resume {
-        /// Study directory.
-        #[arg(long, default_value = "autoresearch-study")]
-        study: PathBuf,
+        #[command(flatten)]
+        at: Where,
         /// More trials to run.
         #[arg(long, default_value_t = 0)]
         trials: usize,
@@ -110,21 +126,18 @@ enum Cmd {
     },
     /// Trial counts and the results table.
     Status {
-        /// Study directory.
-        #[arg(long, default_value = "autoresearch-study")]
-        study: PathBuf,
+        #[command(flatten)]
+        at: Where,
     },
     /// The best trial.
     Best {
-        /// Study directory.
-        #[arg(long, default_value = "autoresearch-study")]
-        study: PathBuf,
+        #[command(flatten)]
+        at: Where,
     },
     /// Export trials.
     Export {
-        /// Study directory.
-        #[arg(long, default_value = "autoresearch-study")]
-        study: PathBuf,
+        #[command(flatten)]
+        at: Where,
         /// Format.
         #[arg(long, value_enum, default_value = "csv")]
         format: Format,
@@ -164,19 +177,62 @@ fn make_pruner(kind: &str) -> Arc<dyn Pruner> {
     }
 }
 
-fn open_existing(dir: &Path) -> autoresearch::Result<Study> {
-    let path = journal(dir);
-    if !path.exists() {
+/// The storage a study lives in, and the stored study if there is one.
+fn open_storage(at: &Where) -> autoresearch::Result<(Arc<dyn Storage>, Option<StudyMeta>)> {
+    match &at.storage {
+        #[cfg(feature = "postgres")]
+        Some(url) if autoresearch::storage::is_postgres_url(url) => {
+            let name = at
+                .study_name
+                .clone()
+                .unwrap_or_else(|| at.study.display().to_string());
+            let pg = autoresearch::PostgresStorage::connect(url, &name)?;
+            let meta = pg.meta()?;
+            Ok((Arc::new(pg), meta))
+        }
+        Some(other) => Err(autoresearch::Error::Config(format!(
+            "--storage {other:?}: only postgres:// URLs are supported{}",
+            if cfg!(feature = "postgres") {
+                ""
+            } else {
+                " (and this build lacks the `postgres` feature)"
+            }
+        ))),
+        None => {
+            let path = journal(&at.study);
+            let existed = path.exists();
+            if !existed {
+                std::fs::create_dir_all(&at.study).map_err(|e| autoresearch::Error::Io {
+                    path: at.study.clone(),
+                    source: e,
+                })?;
+            }
+            let j = JournalStorage::open(&path)?;
+            let meta = j.meta()?;
+            Ok((Arc::new(j), meta))
+        }
+    }
+}
+
+fn open_existing(at: &Where) -> autoresearch::Result<Study> {
+    if at.storage.is_none() && !journal(&at.study).exists() {
         return Err(autoresearch::Error::Config(format!(
             "{} holds no study (no journal.jsonl)",
-            dir.display()
+            at.study.display()
         )));
     }
-    let storage = JournalStorage::open(&path)?;
-    let meta = storage.meta()?.ok_or_else(|| autoresearch::Error::Study {
-        study: dir.display().to_string(),
-        msg: "journal has no study header".into(),
+    let (storage, meta) = open_storage(at)?;
+    let meta = meta.ok_or_else(|| autoresearch::Error::Study {
+        study: at
+            .study_name
+            .clone()
+            .unwrap_or_else(|| at.study.display().to_string()),
+        msg: "no such study in the storage".into(),
     })?;
+    study_from(storage, &meta)
+}
+
+fn study_from(storage: Arc<dyn Storage>, meta: &StudyMeta) -> autoresearch::Result<Study> {
     let get = |k: &str| {
         meta.attrs
             .get(k)
@@ -194,7 +250,7 @@ fn open_existing(dir: &Path) -> autoresearch::Result<Study> {
         .directions(meta.directions.clone())
         .sampler_boxed(make_sampler(&get("sampler"), seed))
         .pruner_arc(make_pruner(&get("pruner")))
-        .storage(Arc::new(storage))
+        .storage(storage)
         .seed(seed)
         .build()
 }
@@ -293,7 +349,7 @@ fn real_main() -> autoresearch::Result<()> {
             space,
             trials,
             jobs,
-            study,
+            at,
             sampler,
             pruner,
             maximize,
@@ -304,15 +360,26 @@ fn real_main() -> autoresearch::Result<()> {
             command,
         } => {
             let sp = SearchSpace::from_file(&space)?;
-            std::fs::create_dir_all(&study).map_err(|e| autoresearch::Error::Io {
-                path: study.clone(),
+            std::fs::create_dir_all(&at.study).map_err(|e| autoresearch::Error::Io {
+                path: at.study.clone(),
                 source: e,
             })?;
-            if journal(&study).exists() {
+            if at.storage.is_none() && journal(&at.study).exists() {
                 return Err(autoresearch::Error::Config(format!(
                     "{} already holds a study; use `autoresearch resume`",
-                    study.display()
+                    at.study.display()
                 )));
+            }
+            let (storage, existing) = open_storage(&at)?;
+            if let Some(meta) = existing {
+                // Only a shared database gets here: this process becomes one more worker.
+                println!(
+                    "joining study `{}` ({} trials so far); its stored command and settings apply",
+                    meta.name,
+                    storage.trials()?.len()
+                );
+                let s = study_from(storage, &meta)?;
+                return drive(&s, &at.study, trials, jobs);
             }
             let sname = match sampler {
                 SamplerKind::Tpe => "tpe",
@@ -333,7 +400,11 @@ fn real_main() -> autoresearch::Result<()> {
                 })?;
             }
             let mut b = Study::builder(sp)
-                .name(&study.display().to_string())
+                .name(
+                    &at.study_name
+                        .clone()
+                        .unwrap_or_else(|| at.study.display().to_string()),
+                )
                 .direction(if maximize {
                     Direction::Maximize
                 } else {
@@ -341,7 +412,7 @@ fn real_main() -> autoresearch::Result<()> {
                 })
                 .sampler_boxed(make_sampler(sname, seed))
                 .pruner_arc(make_pruner(pname))
-                .storage(Arc::new(JournalStorage::open(journal(&study))?))
+                .storage(storage)
                 .seed(seed)
                 .attr("command", serde_json::json!(command))
                 .attr("metric", serde_json::json!(metric))
@@ -355,15 +426,15 @@ fn real_main() -> autoresearch::Result<()> {
                 b = b.attr("timeout", serde_json::json!(t));
             }
             let s = b.build()?;
-            drive(&s, &study, trials, jobs)
+            drive(&s, &at.study, trials, jobs)
         }
         Cmd::Resume {
-            study,
+            at,
             trials,
             jobs,
             join,
         } => {
-            let s = open_existing(&study)?;
+            let s = open_existing(&at)?;
             if !join {
                 let stale = s.recover_stale(Duration::ZERO)?;
                 if !stale.is_empty() {
@@ -375,10 +446,10 @@ fn real_main() -> autoresearch::Result<()> {
                 .iter()
                 .filter(|t| t.state == TrialState::Waiting)
                 .count();
-            drive(&s, &study, trials.max(queued), jobs)
+            drive(&s, &at.study, trials.max(queued), jobs)
         }
-        Cmd::Status { study } => {
-            let s = open_existing(&study)?;
+        Cmd::Status { at } => {
+            let s = open_existing(&at)?;
             let trials = s.trials()?;
             let mut counts = std::collections::BTreeMap::new();
             for t in &trials {
@@ -386,7 +457,7 @@ fn real_main() -> autoresearch::Result<()> {
             }
             println!(
                 "study {}: {} trials {counts:?}",
-                study.display(),
+                s.meta().name,
                 trials.len()
             );
             print!("{}", results_table(&trials, s.directions()[0]));
@@ -400,21 +471,21 @@ fn real_main() -> autoresearch::Result<()> {
             }
             print_best(&s)
         }
-        Cmd::Best { study } => {
-            let s = open_existing(&study)?;
+        Cmd::Best { at } => {
+            let s = open_existing(&at)?;
             match s.best_trial()? {
                 Some(b) => {
                     println!("{}", serde_json::to_string_pretty(&b).unwrap_or_default());
                     Ok(())
                 }
                 None => Err(autoresearch::Error::Study {
-                    study: study.display().to_string(),
+                    study: s.meta().name.clone(),
                     msg: "no complete trial".into(),
                 }),
             }
         }
-        Cmd::Export { study, format, out } => {
-            let s = open_existing(&study)?;
+        Cmd::Export { at, format, out } => {
+            let s = open_existing(&at)?;
             let trials = s.trials()?;
             let text = match format {
                 Format::Csv => export_csv(&trials, s.space()),

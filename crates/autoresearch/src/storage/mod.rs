@@ -1,11 +1,16 @@
-//! Where trials live: the [`Storage`] trait, an in-memory store and an append-only journal.
+//! Where trials live: the [`Storage`] trait, an in-memory store, an append-only journal and
+//! (feature `postgres`) a PostgreSQL database.
 //!
 //! Every store is a log of [`Op`]s; replaying the log rebuilds the trials, so the in-memory
 //! store, the journal file and the database store share one state machine ([`apply`]).
 
 mod journal;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 pub use journal::JournalStorage;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStorage, is_postgres_url};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

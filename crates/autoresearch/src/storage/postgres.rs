@@ -1,0 +1,488 @@
+//! PostgreSQL storage: many processes on many machines share one study, as with Optuna's
+//! RDB storage.
+//!
+//! The study is the same op log as the journal ([`Op`], replayed by [`apply`]), kept in
+//! `autoresearch_ops` with a per-study sequence number, plus a materialised
+//! `autoresearch_trials` table (one row per trial, primary key `(study_id, number)`) that
+//! SQL users can query and that makes a duplicate trial number a constraint violation.
+//!
+//! Every write runs in one transaction that first takes the study row's lock
+//! (`SELECT ... FOR UPDATE`), so writes to one study are serialised: the op sequence has no
+//! gaps, a reader that sees op `k` has seen every op before it, and trial numbering plus
+//! sampling happen on an up-to-date history. Readers take no lock and fetch only the ops
+//! they have not seen yet.
+
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Transaction};
+
+use super::{Op, Storage, StudyMeta, apply, check_meta, next_trial_op};
+use crate::error::{Error, Result};
+use crate::space::Params;
+use crate::trial::{Trial, TrialState, now};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS autoresearch_studies (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    meta JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS autoresearch_ops (
+    study_id BIGINT NOT NULL REFERENCES autoresearch_studies (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    op JSONB NOT NULL,
+    PRIMARY KEY (study_id, seq)
+);
+CREATE TABLE IF NOT EXISTS autoresearch_trials (
+    study_id BIGINT NOT NULL REFERENCES autoresearch_studies (id) ON DELETE CASCADE,
+    number BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    trial JSONB NOT NULL,
+    PRIMARY KEY (study_id, number)
+);
+";
+
+/// Arbitrary constant key of the advisory lock that serialises schema creation
+/// (concurrent `CREATE TABLE IF NOT EXISTS` can fail on the catalog's unique index).
+const SCHEMA_LOCK: i64 = 0x6175_746f_7265_7365;
+
+/// The study as replayed from the ops seen so far.
+#[derive(Default)]
+struct Cache {
+    /// Last op sequence number applied.
+    seq: i64,
+    meta: Option<StudyMeta>,
+    trials: Vec<Trial>,
+}
+
+impl Cache {
+    fn apply_rows(&mut self, rows: &[postgres::Row]) -> std::result::Result<(), String> {
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let text: String = row.get(1);
+            let res = serde_json::from_str::<Op>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|op| {
+                    apply(&mut self.meta, &mut self.trials, op).map_err(|e| e.to_string())
+                });
+            if let Err(msg) = res {
+                *self = Self::default();
+                return Err(format!("op {seq}: {msg}"));
+            }
+            self.seq = seq;
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    client: Client,
+    study_id: Option<i64>,
+    cache: Cache,
+}
+
+/// One study in a PostgreSQL database.
+pub struct PostgresStorage {
+    config: postgres::Config,
+    /// The URL with any password removed, for messages.
+    shown: String,
+    name: String,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("url", &self.shown)
+            .field("study", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a `--storage` value names a PostgreSQL database.
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let auth_end = rest.find('@');
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match auth_end {
+        Some(at) if at < host_start => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***@{}", &url[..scheme_end + 3], &rest[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (`postgres://user:pass@host:port/db`) and binds the study `name`;
+    /// creates the tables if they do not exist. The study itself is created by
+    /// [`Storage::open_study`] (its stored name is `name`, whatever the meta says).
+    pub fn connect(url: &str, name: &str) -> Result<Self> {
+        let shown = redact(url);
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| Error::Database(format!("{shown}: invalid URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            // A wrong host must fail, not hang the study.
+            config.connect_timeout(Duration::from_secs(15));
+        }
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| Error::Database(format!("{shown}: connect: {e}")))?;
+        {
+            let mut tx = client
+                .transaction()
+                .map_err(|e| Error::Database(format!("{shown}: begin: {e}")))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                .map_err(|e| Error::Database(format!("{shown}: schema lock: {e}")))?;
+            tx.batch_execute(SCHEMA)
+                .map_err(|e| Error::Database(format!("{shown}: creating tables: {e}")))?;
+            tx.commit()
+                .map_err(|e| Error::Database(format!("{shown}: creating tables: {e}")))?;
+        }
+        Ok(Self {
+            config,
+            shown,
+            name: name.to_string(),
+            inner: Mutex::new(Inner {
+                client,
+                study_id: None,
+                cache: Cache::default(),
+            }),
+        })
+    }
+
+    /// The study name this storage is bound to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stored study, if one with this name exists (binds the storage to it).
+    pub fn meta(&self) -> Result<Option<StudyMeta>> {
+        let mut g = self.lock()?;
+        if g.study_id.is_none() {
+            let row = g
+                .client
+                .query_opt(
+                    "SELECT id FROM autoresearch_studies WHERE name = $1",
+                    &[&self.name],
+                )
+                .map_err(|e| self.err("looking up the study", &e))?;
+            let Some(row) = row else { return Ok(None) };
+            g.study_id = Some(row.get(0));
+        }
+        self.catch_up(&mut g)?;
+        Ok(g.cache.meta.clone())
+    }
+
+    /// Names of all studies in the database.
+    pub fn study_names(&self) -> Result<Vec<String>> {
+        let mut g = self.lock()?;
+        let rows = g
+            .client
+            .query("SELECT name FROM autoresearch_studies ORDER BY id", &[])
+            .map_err(|e| self.err("listing studies", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Deletes the study and all its trials (no-op when absent).
+    pub fn delete_study(&self) -> Result<()> {
+        let mut g = self.lock()?;
+        g.client
+            .execute(
+                "DELETE FROM autoresearch_studies WHERE name = $1",
+                &[&self.name],
+            )
+            .map_err(|e| self.err("deleting the study", &e))?;
+        g.study_id = None;
+        g.cache = Cache::default();
+        Ok(())
+    }
+
+    fn err(&self, what: &str, e: &postgres::Error) -> Error {
+        Error::Database(format!("{} study `{}`: {what}: {e}", self.shown, self.name))
+    }
+
+    /// The connection, reconnected if the server dropped it.
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.client.is_closed() {
+            g.client = self
+                .config
+                .connect(NoTls)
+                .map_err(|e| Error::Database(format!("{}: reconnect: {e}", self.shown)))?;
+        }
+        Ok(g)
+    }
+
+    fn study_id(&self, g: &Inner) -> Result<i64> {
+        g.study_id.ok_or_else(|| Error::Study {
+            study: self.name.clone(),
+            msg: "not opened in this storage (call open_study first)".into(),
+        })
+    }
+
+    /// Applies committed ops the cache has not seen.
+    fn catch_up(&self, g: &mut Inner) -> Result<()> {
+        let id = self.study_id(g)?;
+        let rows = g
+            .client
+            .query(OPS_SINCE, &[&id, &g.cache.seq])
+            .map_err(|e| self.err("reading trials", &e))?;
+        g.cache
+            .apply_rows(&rows)
+            .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))
+    }
+
+    /// Runs `f` in a transaction holding the study row lock, with the cache up to date;
+    /// the ops `f` returns are stored (op log and trial rows) and committed together.
+    fn write<T>(&self, f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>) -> Result<T> {
+        self.write_then(f, |_, out| Ok(out))
+    }
+
+    /// [`Self::write`], then `then` reads the updated cache under the same lock.
+    fn write_then<T, R>(
+        &self,
+        f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&Cache, T) -> Result<R>,
+    ) -> Result<R> {
+        let mut g = self.lock()?;
+        let id = self.study_id(&g)?;
+        let Inner { client, cache, .. } = &mut *g;
+        match self.write_tx(client, cache, id, f) {
+            Ok(out) => then(cache, out),
+            Err(e) => {
+                // Our ops may be in the cache without being committed: reload next time.
+                *cache = Cache::default();
+                Err(e)
+            }
+        }
+    }
+
+    fn write_tx<T>(
+        &self,
+        client: &mut Client,
+        cache: &mut Cache,
+        id: i64,
+        f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>,
+    ) -> Result<T> {
+        let mut tx = client.transaction().map_err(|e| self.err("begin", &e))?;
+        tx.query_one(
+            "SELECT id FROM autoresearch_studies WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .map_err(|e| self.err("locking the study", &e))?;
+        let rows = tx
+            .query(OPS_SINCE, &[&id, &cache.seq])
+            .map_err(|e| self.err("reading trials", &e))?;
+        cache
+            .apply_rows(&rows)
+            .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))?;
+        let (ops, out) = f(cache)?;
+        for op in ops {
+            self.store_op(&mut tx, cache, id, op)?;
+        }
+        tx.commit().map_err(|e| self.err("commit", &e))?;
+        Ok(out)
+    }
+
+    /// Appends one op, applies it to the cache and mirrors the touched trial's row.
+    fn store_op(&self, tx: &mut Transaction<'_>, cache: &mut Cache, id: i64, op: Op) -> Result<()> {
+        let text = serde_json::to_string(&op)
+            .map_err(|e| Error::Database(format!("study `{}`: encoding op: {e}", self.name)))?;
+        let number = match &op {
+            Op::Study { .. } => None,
+            Op::Create { number, .. }
+            | Op::Enqueue { number, .. }
+            | Op::Claim { number, .. }
+            | Op::Report { number, .. }
+            | Op::Attr { number, .. }
+            | Op::Finish { number, .. } => Some(*number),
+        };
+        let is_new = matches!(op, Op::Create { .. } | Op::Enqueue { .. });
+        let seq = cache.seq + 1;
+        tx.execute(
+            "INSERT INTO autoresearch_ops (study_id, seq, op) VALUES ($1, $2, $3::text::jsonb)",
+            &[&id, &seq, &text],
+        )
+        .map_err(|e| self.err("appending an op", &e))?;
+        apply(&mut cache.meta, &mut cache.trials, op)?;
+        cache.seq = seq;
+        let Some(number) = number else {
+            return Ok(());
+        };
+        let trial =
+            &cache.trials[usize::try_from(number).map_err(|_| Error::UnknownTrial(number))?];
+        let json = serde_json::to_string(trial)
+            .map_err(|e| Error::Database(format!("study `{}`: encoding trial: {e}", self.name)))?;
+        let n = i64::try_from(number).map_err(|_| Error::UnknownTrial(number))?;
+        let state = trial.state.as_str();
+        if is_new {
+            // A plain insert: a second trial with this number violates the primary key.
+            tx.execute(
+                "INSERT INTO autoresearch_trials (study_id, number, state, trial) \
+                 VALUES ($1, $2, $3, $4::text::jsonb)",
+                &[&id, &n, &state, &json],
+            )
+        } else {
+            tx.execute(
+                "UPDATE autoresearch_trials SET state = $3, trial = $4::text::jsonb \
+                 WHERE study_id = $1 AND number = $2",
+                &[&id, &n, &state, &json],
+            )
+        }
+        .map_err(|e| self.err(&format!("recording trial {number}"), &e))?;
+        Ok(())
+    }
+
+    fn append(&self, op: Op) -> Result<()> {
+        self.write(|_| Ok((vec![op], ())))
+    }
+}
+
+const OPS_SINCE: &str =
+    "SELECT seq, op::text FROM autoresearch_ops WHERE study_id = $1 AND seq > $2 ORDER BY seq";
+
+impl Storage for PostgresStorage {
+    fn open_study(&self, meta: &StudyMeta) -> Result<StudyMeta> {
+        let mut meta = meta.clone();
+        meta.name.clone_from(&self.name);
+        let text = serde_json::to_string(&meta)
+            .map_err(|e| Error::Database(format!("study `{}`: encoding: {e}", self.name)))?;
+        {
+            let mut g = self.lock()?;
+            let mut tx = g.client.transaction().map_err(|e| self.err("begin", &e))?;
+            // Of several workers creating the study at once, one inserts; all read its id.
+            tx.execute(
+                "INSERT INTO autoresearch_studies (name, meta) VALUES ($1, $2::text::jsonb) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&self.name, &text],
+            )
+            .map_err(|e| self.err("creating the study", &e))?;
+            let row = tx
+                .query_one(
+                    "SELECT id FROM autoresearch_studies WHERE name = $1 FOR UPDATE",
+                    &[&self.name],
+                )
+                .map_err(|e| self.err("locking the study", &e))?;
+            let id: i64 = row.get(0);
+            let has_header: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM autoresearch_ops WHERE study_id = $1)",
+                    &[&id],
+                )
+                .map_err(|e| self.err("reading the study", &e))?
+                .get(0);
+            if !has_header {
+                let op = serde_json::to_string(&Op::Study { meta: meta.clone() }).map_err(|e| {
+                    Error::Database(format!("study `{}`: encoding: {e}", self.name))
+                })?;
+                tx.execute(
+                    "INSERT INTO autoresearch_ops (study_id, seq, op) VALUES ($1, 1, $2::text::jsonb)",
+                    &[&id, &op],
+                )
+                .map_err(|e| self.err("writing the study header", &e))?;
+            }
+            tx.commit().map_err(|e| self.err("commit", &e))?;
+            if g.study_id != Some(id) {
+                g.study_id = Some(id);
+                g.cache = Cache::default();
+            }
+        }
+        let stored = self.meta()?.ok_or_else(|| Error::Study {
+            study: self.name.clone(),
+            msg: "the study header is missing".into(),
+        })?;
+        check_meta(&stored, &meta)?;
+        Ok(stored)
+    }
+
+    fn create_trial(
+        &self,
+        worker: &str,
+        propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
+    ) -> Result<Trial> {
+        self.write_then(
+            |c| {
+                let op = next_trial_op(&c.trials, worker, propose)?;
+                let n = match &op {
+                    Op::Claim { number, .. } | Op::Create { number, .. } => *number,
+                    _ => unreachable!("next_trial_op returns create or claim"),
+                };
+                Ok((vec![op], n))
+            },
+            |c, n| {
+                c.trials
+                    .get(usize::try_from(n).unwrap_or(usize::MAX))
+                    .cloned()
+                    .ok_or(Error::UnknownTrial(n))
+            },
+        )
+    }
+
+    fn enqueue(&self, params: &Params, retry_of: Option<u64>) -> Result<u64> {
+        self.write(|c| {
+            let number = c.trials.len() as u64;
+            Ok((
+                vec![Op::Enqueue {
+                    number,
+                    params: params.clone(),
+                    retry_of,
+                    time: now(),
+                }],
+                number,
+            ))
+        })
+    }
+
+    fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
+        self.append(Op::Report {
+            number,
+            step,
+            value,
+        })
+    }
+
+    fn set_user_attr(&self, number: u64, key: &str, value: &serde_json::Value) -> Result<()> {
+        self.append(Op::Attr {
+            number,
+            key: key.into(),
+            value: value.clone(),
+        })
+    }
+
+    fn finish(
+        &self,
+        number: u64,
+        state: TrialState,
+        values: Option<&[f64]>,
+        message: Option<&str>,
+    ) -> Result<()> {
+        self.append(Op::Finish {
+            number,
+            state,
+            values: values.map(<[f64]>::to_vec),
+            message: message.map(str::to_string),
+            time: now(),
+        })
+    }
+
+    fn trials(&self) -> Result<Vec<Trial>> {
+        let mut g = self.lock()?;
+        self.catch_up(&mut g)?;
+        Ok(g.cache.trials.clone())
+    }
+}
