@@ -198,9 +198,13 @@ pub fn verify_strict(key: &PublicKey, msg: &[u8], sig: &[u8; 64]) -> Result<(), 
         })
 }
 
-/// Batch chunk size: large enough that the multiscalar multiplication runs Pippenger's method
-/// (over 190 points), small enough that a failing chunk's strict fallback stays cheap.
-pub const BATCH_CHUNK: usize = 128;
+/// Largest batch chunk. Bigger chunks make Pippenger's multiscalar multiplication cheaper per
+/// point; a failing chunk is bisected ([`bisect`]), so one bad signature costs about
+/// `2·log₂(chunk)` smaller batches, not `chunk` strict verifications.
+pub const BATCH_CHUNK: usize = 512;
+
+/// Below this many items a failing (sub)batch is settled with `verify_strict` item by item.
+const STRICT_BELOW: usize = 8;
 
 /// `8⁻¹ mod ℓ`.
 fn inv8() -> Scalar {
@@ -342,12 +346,36 @@ fn verify_chunk(
     if ready.is_empty() {
         return out;
     }
-    if batch_equation(items, &ready, hinted) {
-        out.extend(ready.iter().map(|p| (p.item, Ok(()))));
-    } else {
-        out.extend(ready.iter().map(|p| strict(p.item)));
-    }
+    bisect(items, &ready, hinted, &mut out);
     out
+}
+
+/// Accepts `chunk` if its batch equation holds; otherwise splits it in halves (fresh weights
+/// each time) down to [`STRICT_BELOW`] items, which get `verify_strict`. Every item ends with
+/// exactly one answer.
+fn bisect(
+    items: &[SigItem<'_>],
+    chunk: &[Prepared],
+    hinted: bool,
+    out: &mut Vec<(usize, Result<(), Rejection>)>,
+) {
+    if chunk.is_empty() {
+        return;
+    }
+    if chunk.len() < STRICT_BELOW {
+        for p in chunk {
+            let it = &items[p.item];
+            out.push((p.item, verify_strict(it.key, it.msg, it.sig)));
+        }
+        return;
+    }
+    if batch_equation(items, chunk, hinted) {
+        out.extend(chunk.iter().map(|p| (p.item, Ok(()))));
+        return;
+    }
+    let (a, b) = chunk.split_at(chunk.len() / 2);
+    bisect(items, a, hinted, out);
+    bisect(items, b, hinted, out);
 }
 
 fn verify_many_inner(
@@ -385,7 +413,7 @@ fn verify_many_inner(
         }
     }
     // At least two chunks when there is enough work, so both cores of a 2-core machine get one.
-    let chunk = prepared.len().div_ceil(2).clamp(16, BATCH_CHUNK);
+    let chunk = prepared.len().div_ceil(2).clamp(STRICT_BELOW, BATCH_CHUNK);
     let decided: Vec<Vec<(usize, Result<(), Rejection>)>> = prepared
         .par_chunks(chunk)
         .map(|c| verify_chunk(items, c, use_hints))

@@ -186,6 +186,7 @@ impl Ledger {
         verify_strict(&sm.msg.signer, &sm.signed, &sm.sig)?;
         let index = self.log.len();
         self.state.apply(sm, index, self.log.tree())?;
+        self.remember_key(sm);
         let bytes = sm.to_bytes();
         match self.log.append(&[&bytes]) {
             Ok(i) => Ok(i),
@@ -232,6 +233,7 @@ impl Ledger {
             let r = ok.and_then(|()| self.state.apply(m, index, self.log.tree()));
             match r {
                 Ok(()) => {
+                    self.remember_key(m);
                     out.push(Ok(index));
                     accepted.push(m.to_bytes());
                 }
@@ -244,6 +246,15 @@ impl Ledger {
             return Err(e);
         }
         Ok(out)
+    }
+
+    /// A newly registered key is parsed (subgroup check: a full scalar multiplication) into the
+    /// key cache now, once, instead of on the node's first batch-verified message.
+    fn remember_key(&mut self, m: &SignedMessage) {
+        if let Body::Registration(r) = &m.msg.body {
+            // Admission already refused bad keys; the result is only being cached.
+            let _ = self.keys.parse(&r.key);
+        }
     }
 
     fn operator_key(&self) -> Result<&Keypair> {
