@@ -24,6 +24,8 @@ pub mod evaluation;
 pub mod functions;
 pub mod importance;
 pub mod math;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod pruner;
 pub mod report;
 pub mod sampler;

@@ -77,6 +77,21 @@ awk -v x={x} -v k={k} 'BEGIN { printf "{\"step\":0,\"metric\":%f}\n", (x-0.3)^2 
     assert!(study.join("trials/0/stdout.log").exists());
     assert!(study.join("trials/0/params.json").exists());
 
+    #[cfg(feature = "plot")]
+    {
+        let (ok, out, err) = ar(&["plot", "--study", study.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        for f in [
+            "optimization_history.svg",
+            "parallel_coordinates.svg",
+            "importance.svg",
+        ] {
+            let p = study.join("plots").join(f);
+            assert!(out.contains(f), "{out}");
+            let svg = std::fs::read_to_string(&p).unwrap();
+            assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        }
+    }
     let (ok, out, _) = ar(&["status", "--study", study.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("12 trials"), "{out}");

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! autoresearch run --space space.toml --trials 50 --jobs 2 -- ./train --lr {lr} --ctx {ctx}
-//! autoresearch status | best | export --format csv | resume --trials 20
+//! autoresearch status | best | plot | export --format csv | resume --trials 20
 //! # many machines, one study: the same command on each, with a shared database
 //! autoresearch run --storage postgres://user:pass@db/hpo --study-name s1 --space ... -- ...
 //! ```
@@ -133,6 +133,15 @@ enum Cmd {
     Best {
         #[command(flatten)]
         at: Where,
+    },
+    /// Write SVG plots: optimization history, parallel coordinates, parameter importance.
+    #[cfg(feature = "plot")]
+    Plot {
+        #[command(flatten)]
+        at: Where,
+        /// Output directory (default: `<study>/plots`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Export trials.
     Export {
@@ -483,6 +492,16 @@ fn real_main() -> autoresearch::Result<()> {
                     msg: "no complete trial".into(),
                 }),
             }
+        }
+        #[cfg(feature = "plot")]
+        Cmd::Plot { at, out } => {
+            let s = open_existing(&at)?;
+            let dir = out.unwrap_or_else(|| at.study.join("plots"));
+            let trials = s.trials()?;
+            for p in autoresearch::plot::write_plots(&trials, s.space(), s.directions()[0], &dir)? {
+                println!("{}", p.display());
+            }
+            Ok(())
         }
         Cmd::Export { at, format, out } => {
             let s = open_existing(&at)?;
