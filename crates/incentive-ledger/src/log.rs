@@ -17,6 +17,7 @@
 //! Rollback below it, truncation and tampering are errors, never repaired.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::Checkpoint;
@@ -30,21 +31,26 @@ pub const DB_FILE: &str = "log.redb";
 /// File name of the side checkpoint inside a ledger directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 
-/// When an append also refreshes the side checkpoint file (whichever comes first). This bounds
-/// the rollback window described in the module docs.
+/// When an append also refreshes the side checkpoint file (whichever comes first), and whether
+/// that write happens on a background thread. This bounds the rollback window described in the
+/// module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SidePolicy {
     /// Refresh once this many entries were appended since the last refresh.
     pub max_entries: u64,
     /// Refresh once this much time passed since the last refresh.
     pub max_interval: Duration,
+    /// Write on a background thread (the append does not wait for it; the window grows by the
+    /// duration of one write) instead of inside the append call.
+    pub background: bool,
 }
 
 impl SidePolicy {
-    /// Refresh after every append: no rollback window, three more fsyncs per append.
+    /// Refresh inside every append: no rollback window, three more fsyncs per append.
     pub const EVERY_APPEND: Self = Self {
         max_entries: 1,
         max_interval: Duration::ZERO,
+        background: false,
     };
 }
 
@@ -53,6 +59,118 @@ impl Default for SidePolicy {
         Self {
             max_entries: 10_000,
             max_interval: Duration::from_secs(1),
+            background: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SideShared {
+    /// Last checkpoint durably written to the side file.
+    written: Checkpoint,
+    /// First write failure; fatal for the log.
+    error: Option<String>,
+}
+
+/// The side checkpoint file and its (optional) background writer. Writes never move the file
+/// backwards and only ever receive checkpoints whose commit is already durable, so the file is
+/// never ahead of the database.
+#[derive(Debug)]
+struct SideFile {
+    path: PathBuf,
+    shared: Arc<Mutex<SideShared>>,
+    tx: Option<mpsc::Sender<Checkpoint>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    requested_size: u64,
+    requested_at: Instant,
+}
+
+impl SideFile {
+    fn new(path: PathBuf, written: Checkpoint) -> Self {
+        Self {
+            path,
+            requested_size: written.size,
+            shared: Arc::new(Mutex::new(SideShared {
+                written,
+                error: None,
+            })),
+            tx: None,
+            worker: None,
+            requested_at: Instant::now(),
+        }
+    }
+
+    fn lock(shared: &Mutex<SideShared>) -> std::sync::MutexGuard<'_, SideShared> {
+        shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_now(shared: &Mutex<SideShared>, path: &Path, cp: &Checkpoint) -> Result<()> {
+        let mut g = Self::lock(shared);
+        if let Some(what) = &g.error {
+            return Err(Error::Poisoned {
+                path: path.to_path_buf(),
+                what: what.clone(),
+            });
+        }
+        if cp.size < g.written.size || *cp == g.written {
+            return Ok(());
+        }
+        match cp.write_atomic(path) {
+            Ok(()) => {
+                g.written = cp.clone();
+                Ok(())
+            }
+            Err(e) => {
+                g.error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        Self::lock(&self.shared).error.clone()
+    }
+
+    fn written(&self) -> Checkpoint {
+        Self::lock(&self.shared).written.clone()
+    }
+
+    /// Asks for `cp` to be written, on the background thread (started on first use) or now.
+    fn request(&mut self, cp: &Checkpoint, background: bool) -> Result<()> {
+        self.requested_size = cp.size;
+        self.requested_at = Instant::now();
+        if !background {
+            return Self::write_now(&self.shared, &self.path, cp);
+        }
+        let tx = self.tx.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<Checkpoint>();
+            let shared = Arc::clone(&self.shared);
+            let path = self.path.clone();
+            self.worker = Some(std::thread::spawn(move || {
+                while let Ok(mut cp) = rx.recv() {
+                    // Only the newest pending checkpoint matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        cp = newer;
+                    }
+                    if Self::write_now(&shared, &path, &cp).is_err() {
+                        break;
+                    }
+                }
+            }));
+            tx
+        });
+        // A send fails only after the worker stopped on an error, which `error()` reports.
+        let _ = tx.send(cp.clone());
+        Ok(())
+    }
+
+    /// Stops the background writer after it has written what it was sent.
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
         }
     }
 }
@@ -63,8 +181,7 @@ pub struct Log<S: Store = RedbStore> {
     store: S,
     tree: MerkleTree,
     checkpoint: Checkpoint,
-    side: Checkpoint,
-    side_written: Instant,
+    side: SideFile,
     policy: SidePolicy,
     cp_path: PathBuf,
     key: Option<Keypair>,
@@ -103,8 +220,7 @@ impl Log<RedbStore> {
             store,
             tree: MerkleTree::new(),
             checkpoint: cp.clone(),
-            side: cp,
-            side_written: Instant::now(),
+            side: SideFile::new(cp_path.clone(), cp),
             policy: SidePolicy::default(),
             cp_path,
             key: Some(key),
@@ -215,8 +331,7 @@ impl<S: Store> Log<S> {
             store,
             tree,
             checkpoint,
-            side,
-            side_written: Instant::now(),
+            side: SideFile::new(cp_path.clone(), side),
             policy: SidePolicy::default(),
             cp_path,
             key,
@@ -254,8 +369,8 @@ impl<S: Store> Log<S> {
     }
 
     /// The side checkpoint as last written to the `checkpoint` file.
-    pub fn side_checkpoint(&self) -> &Checkpoint {
-        &self.side
+    pub fn side_checkpoint(&self) -> Checkpoint {
+        self.side.written()
     }
 
     /// The Merkle tree over all entries.
@@ -284,7 +399,12 @@ impl<S: Store> Log<S> {
         self.checkpoint.signer
     }
 
-    fn check(&self) -> Result<()> {
+    fn check(&mut self) -> Result<()> {
+        if self.poisoned.is_none()
+            && let Some(what) = self.side.error()
+        {
+            self.poisoned = Some(format!("side checkpoint write failed: {what}"));
+        }
         match &self.poisoned {
             Some(what) => Err(Error::Poisoned {
                 path: self.cp_path.clone(),
@@ -337,30 +457,23 @@ impl<S: Store> Log<S> {
             Err(e) => return Err(self.poison(&e)),
         }
         self.checkpoint = cp;
-        let due = self.tree.len() - self.side.size >= self.policy.max_entries
-            || self.side_written.elapsed() >= self.policy.max_interval;
-        if due && let Err(e) = self.write_side() {
+        let due = self.tree.len() - self.side.requested_size >= self.policy.max_entries
+            || self.side.requested_at.elapsed() >= self.policy.max_interval;
+        if due && let Err(e) = self.side.request(&self.checkpoint, self.policy.background) {
             return Err(self.poison(&e));
         }
         Ok(first)
     }
 
-    fn write_side(&mut self) -> Result<()> {
-        self.checkpoint.write_atomic(&self.cp_path)?;
-        self.side = self.checkpoint.clone();
-        self.side_written = Instant::now();
-        Ok(())
-    }
-
-    /// Writes the side checkpoint file now if it lags the database. After this returns `Ok`, a
-    /// rollback of the database to any earlier state is detected on open, even after power loss.
-    /// A failure poisons the log.
+    /// Writes the side checkpoint file now (waiting for it) if it lags the database. After this
+    /// returns `Ok`, a rollback of the database to any earlier state is detected on open, even
+    /// after power loss. A failure poisons the log.
     pub fn sync_side(&mut self) -> Result<()> {
         self.check()?;
-        if self.key.is_none() || self.side == self.checkpoint {
+        if self.key.is_none() {
             return Ok(());
         }
-        if let Err(e) = self.write_side() {
+        if let Err(e) = SideFile::write_now(&self.side.shared, &self.cp_path, &self.checkpoint) {
             return Err(self.poison(&e));
         }
         Ok(())
@@ -392,10 +505,11 @@ impl<S: Store> Log<S> {
 
 impl<S: Store> Drop for Log<S> {
     fn drop(&mut self) {
+        self.side.shutdown();
         // Best effort: a failure here only leaves the side file lagging (the documented window);
         // callers that must know use `close`.
-        if self.poisoned.is_none() && self.key.is_some() && self.side != self.checkpoint {
-            let _ = self.write_side();
+        if self.poisoned.is_none() && self.key.is_some() {
+            let _ = SideFile::write_now(&self.side.shared, &self.cp_path, &self.checkpoint);
         }
     }
 }
@@ -465,6 +579,7 @@ mod tests {
         log.set_side_policy(SidePolicy {
             max_entries: 1000,
             max_interval: Duration::from_hours(1),
+            background: true,
         });
         log.append(&[b"newer"]).unwrap();
         assert_eq!(log.side_checkpoint().size, 10);
@@ -506,6 +621,70 @@ mod tests {
         std::fs::copy(&old, d.join(DB_FILE)).unwrap();
         let e = reopen(&d, &op).unwrap_err();
         assert!(e.to_string().contains("truncated or rolled back"), "{e}");
+    }
+
+    #[test]
+    fn background_side_writes_land_and_their_failure_is_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("l");
+        let mut log = Log::create(&d, "t", Keypair::from_seed([1; 32])).unwrap();
+        log.set_side_policy(SidePolicy {
+            max_entries: 5,
+            max_interval: Duration::from_hours(1),
+            background: true,
+        });
+        for i in 0..12u8 {
+            log.append(&[&[i; 10]]).unwrap();
+        }
+        // The writer is asynchronous: wait (bounded) for it to catch up with the last request.
+        let t = Instant::now();
+        while log.side_checkpoint().size < 10 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(log.side_checkpoint().size, 10);
+        assert_eq!(
+            Checkpoint::read(&d.join(CHECKPOINT_FILE), None)
+                .unwrap()
+                .size,
+            10
+        );
+        log.close().unwrap();
+        assert_eq!(
+            Checkpoint::read(&d.join(CHECKPOINT_FILE), None)
+                .unwrap()
+                .size,
+            12
+        );
+
+        // A side write that fails (its temp path is a directory) poisons the log, synchronously
+        // or on the next call after the background writer hit it.
+        for background in [false, true] {
+            let mut log =
+                Log::open(&d, None, Some(Keypair::from_seed([1; 32])), &mut noop()).unwrap();
+            log.set_side_policy(SidePolicy {
+                max_entries: 1,
+                max_interval: Duration::ZERO,
+                background,
+            });
+            std::fs::create_dir(d.join("checkpoint.tmp")).unwrap();
+            let t = Instant::now();
+            let e = loop {
+                match log.append(&[b"x"]) {
+                    Err(e) => break e,
+                    Ok(_) if t.elapsed() < Duration::from_secs(30) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(_) => panic!("side write failure never surfaced"),
+                }
+            };
+            assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+            assert!(matches!(log.append(&[b"y"]), Err(Error::Poisoned { .. })));
+            assert!(log.sync_side().is_err());
+            drop(log);
+            std::fs::remove_dir(d.join("checkpoint.tmp")).unwrap();
+            // Whatever was acknowledged is intact and the directory still verifies.
+            Log::open(&d, None, None, &mut noop()).unwrap();
+        }
     }
 
     #[test]
