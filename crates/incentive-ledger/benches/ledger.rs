@@ -32,6 +32,30 @@ fn load_avg() -> String {
         .unwrap_or_default()
 }
 
+/// This process's user + system CPU time in seconds (`/proc/self/stat`, 100 Hz ticks). On a
+/// shared machine, operations per CPU-second show what a core does when it is really ours.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// Operations per CPU-second of `reps × n` operations (see [`cpu_seconds`]).
+fn per_cpu_second(reps: usize, n: u64, mut f: impl FnMut()) -> f64 {
+    let c = cpu_seconds();
+    for _ in 0..reps {
+        f();
+    }
+    (reps as u64 * n) as f64 / (cpu_seconds() - c).max(0.01)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -264,6 +288,16 @@ fn main() {
             assert!(verify_many(&items, &mut cache).iter().all(Result::is_ok));
         })
     });
+    let strict_cpu = per_cpu_second(1, n as u64, || {
+        for i in 0..n {
+            verify_strict(&pubs[i], &msgs[i], &sigs[i]).unwrap();
+        }
+    });
+    let batch_cpu = one_thread.install(|| {
+        per_cpu_second(5, n as u64, || {
+            assert!(verify_many(&items, &mut cache).iter().all(Result::is_ok));
+        })
+    });
     let batch_all = rate(5, n as u64, |_| {
         assert!(verify_many(&items, &mut cache).iter().all(Result::is_ok));
     });
@@ -339,6 +373,9 @@ fn main() {
             "batch_hinted_all_cores_per_s": batch_all,
             "dalek_verify_batch_1_thread_per_s": dalek_1t,
             "r_hint_signer_cost_us": hint_us,
+            "verify_strict_per_cpu_second": strict_cpu,
+            "batch_hinted_per_cpu_second": batch_cpu,
+            "per_cpu_second_note": "operations per second of this process's own CPU time (/proc/self/stat): what one core does when no other process takes it",
             "batch_chunk": BATCH_CHUNK,
             "cores": cores,
             "rayon_threads": rayon::current_num_threads()
