@@ -2,7 +2,9 @@
 //! compared with the scalar reference and with the machine's read bandwidth measured in the
 //! same run. Writes `$MAGNET_BENCH_OUT/kernels.json` (default `target/bench`).
 //!
-//! Env: `KERNELS_BENCH_QUICK=1` runs two shapes only (for a smoke run).
+//! Env: `KERNELS_BENCH_QUICK=1` runs two shapes only (for a smoke run);
+//! `KERNELS_BENCH_FORMATS=i2_s,tq2_0` and `KERNELS_BENCH_BATCHES=1` restrict the run (for
+//! iterating on one kernel; the summary then covers only what ran).
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -169,7 +171,25 @@ fn main() {
         SHAPES.to_vec()
     };
     let thread_counts = [1usize, 2];
-    let batches = [1usize, 64, 512];
+    let list = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    };
+    let formats: Vec<Format> = match list("KERNELS_BENCH_FORMATS") {
+        Some(names) => names
+            .iter()
+            .map(|n| Format::from_name(n).expect("KERNELS_BENCH_FORMATS: unknown format"))
+            .collect(),
+        None => Format::ALL.to_vec(),
+    };
+    let batches: Vec<usize> = match list("KERNELS_BENCH_BATCHES") {
+        Some(b) => b
+            .iter()
+            .map(|n| n.parse().expect("KERNELS_BENCH_BATCHES: not a number"))
+            .collect(),
+        None => vec![1, 64, 512],
+    };
     let paths = KernelPath::supported();
 
     // The machine is shared, so bandwidth is re-measured right before each shape and every
@@ -217,7 +237,7 @@ fn main() {
         let w = lcg(rows as u64 * 31 + cols as u64, rows * cols);
         let t = quantize_absmean(&w, rows, cols, Granularity::PerTensor, 1e-5).unwrap();
         let xs = lcg(7, 512 * cols);
-        for format in Format::ALL {
+        for &format in &formats {
             let m = if format == Format::Q8_0 {
                 PackedMatrix::quantize(format, &w, rows, cols).unwrap()
             } else {
@@ -247,8 +267,9 @@ fn main() {
                     // Scalar GEMM at batch 512 would take minutes; its time is extrapolated
                     // linearly from batch 64 (the scalar kernel's cost is linear in batch).
                     if scalar && batch == 512 {
-                        let ns64: f64 = scalar_ns[&(*threads, 64usize)];
-                        scalar_ns.insert((*threads, batch), ns64 * 8.0);
+                        if let Some(&ns64) = scalar_ns.get(&(*threads, 64usize)) {
+                            scalar_ns.insert((*threads, batch), ns64 * 8.0);
+                        }
                         continue;
                     }
                     // GEMM runs take up to seconds each: one timed run after the warm-up keeps the

@@ -371,3 +371,180 @@ pub(super) fn dot_decoded4(
         out[t] = acc[t] * tensor_scale;
     }
 }
+
+/// How far ahead (bytes) the GEMV kernels prefetch their weight stream (512 measured a little
+/// better than 0 and 1024 out of cache on this machine; the noise is large).
+const PREFETCH_AHEAD: usize = 512;
+
+#[inline(always)]
+fn prefetch(p: &[u8]) {
+    // SAFETY: prefetching is a hint that never faults; `wrapping_add` keeps the address
+    // computation free of out-of-bounds pointer arithmetic.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.as_ptr().wrapping_add(PREFETCH_AHEAD).cast()) }
+}
+
+/// Horizontal sums of four i32x8 vectors: `[Σa, Σb, Σc, Σd]`.
+#[target_feature(enable = "avx2")]
+fn hsum4_i32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
+    let ab = _mm256_hadd_epi32(a, b);
+    let cd = _mm256_hadd_epi32(c, d);
+    let abcd = _mm256_hadd_epi32(ab, cd);
+    _mm_add_epi32(
+        _mm256_castsi256_si128(abcd),
+        _mm256_extracti128_si256::<1>(abcd),
+    )
+}
+
+/// Adds four unit products to a row accumulator in unit order, exactly as four successive
+/// [`combine`] calls would (`p` holds `sumi as f32 * scale` per unit, rounded per lane).
+#[inline(always)]
+fn fold4(mut acc: f32, p: __m128, n: usize) -> f32 {
+    let mut v = [0f32; 4];
+    // SAFETY: `v` has 4 writable f32; unaligned store.
+    unsafe { _mm_storeu_ps(v.as_mut_ptr(), p) };
+    for &x in &v[..n] {
+        acc += x;
+    }
+    acc
+}
+
+/// GEMV over I2_S rows `r0 .. r0 + out.len()`. Each row is one sequential stream (several
+/// interleaved row streams measured slower out of cache); the per-unit horizontal sums are
+/// batched four units at a time. Same unit sums and combine order as
+/// [`super::scalar::dot_i2s`].
+#[target_feature(enable = "avx2")]
+pub(super) fn gemv_i2s(
+    blocks: &[BlockI2S],
+    bpr: usize,
+    scale: f32,
+    x: &[BlockQ8K],
+    r0: usize,
+    out: &mut [f32],
+) {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let units = bpr.div_ceil(2);
+    for (i, o) in out.iter_mut().enumerate() {
+        let w = &blocks[(r0 + i) * bpr..(r0 + i + 1) * bpr];
+        let mut acc = 0.0f32;
+        for u0 in (0..units).step_by(4) {
+            let n = (units - u0).min(4);
+            let mut s32 = [_mm256_setzero_si256(); 4];
+            for (k, s) in s32.iter_mut().enumerate().take(n) {
+                let u = u0 + k;
+                let a = &x[u];
+                let nb = (bpr - 2 * u).min(2);
+                let mut s16 = _mm256_setzero_si256();
+                for h in 0..nb {
+                    let y = &a.qs[128 * h..];
+                    let qs = &w[2 * u + h].qs;
+                    prefetch(qs);
+                    let q = load256(qs);
+                    let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask);
+                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+                    let c2 = _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask);
+                    let c3 = _mm256_and_si256(q, mask);
+                    let p01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c0, load256_i8(y)),
+                        _mm256_maddubs_epi16(c1, load256_i8(&y[32..])),
+                    );
+                    let p23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c2, load256_i8(&y[64..])),
+                        _mm256_maddubs_epi16(c3, load256_i8(&y[96..])),
+                    );
+                    s16 = _mm256_add_epi16(s16, _mm256_add_epi16(p01, p23));
+                }
+                let mut bs = bsums_i32(a);
+                if nb == 1 {
+                    bs = _mm256_zextsi128_si256(_mm256_castsi256_si128(bs));
+                }
+                *s = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), bs);
+            }
+            let sumi = hsum4_i32(s32[0], s32[1], s32[2], s32[3]);
+            let d = |k: usize| if k < n { x[u0 + k].d } else { 0.0 };
+            let p = _mm_mul_ps(_mm_cvtepi32_ps(sumi), _mm_setr_ps(d(0), d(1), d(2), d(3)));
+            acc = fold4(acc, p, n);
+        }
+        *o = acc * scale;
+    }
+}
+
+/// GEMV over TQ2_0 rows `r0 .. r0 + out.len()`, one stream per row, horizontal sums batched
+/// four units at a time (see [`gemv_i2s`]). Same unit sums and combine order as
+/// [`super::scalar::dot_tq2`].
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn gemv_tq2(
+    blocks: &[BlockTq2_0],
+    bpr: usize,
+    x: &[BlockQ8K],
+    r0: usize,
+    out: &mut [f32],
+) {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    for (i, o) in out.iter_mut().enumerate() {
+        let w = &blocks[(r0 + i) * bpr..(r0 + i + 1) * bpr];
+        let mut acc = 0.0f32;
+        for u0 in (0..bpr).step_by(4) {
+            let n = (bpr - u0).min(4);
+            let mut s32 = [_mm256_setzero_si256(); 4];
+            let mut dbits = [0i16; 4];
+            for (k, s) in s32.iter_mut().enumerate().take(n) {
+                let (b, a) = (&w[u0 + k], &x[u0 + k]);
+                dbits[k] = b.d.to_bits() as i16;
+                prefetch(&b.qs);
+                let mut s16 = _mm256_setzero_si256();
+                for g in 0..2 {
+                    let y = &a.qs[128 * g..];
+                    let q = load256(&b.qs[32 * g..]);
+                    let c0 = _mm256_and_si256(q, mask);
+                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask);
+                    let c2 = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+                    let c3 = _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask);
+                    let p01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c0, load256_i8(y)),
+                        _mm256_maddubs_epi16(c1, load256_i8(&y[32..])),
+                    );
+                    let p23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c2, load256_i8(&y[64..])),
+                        _mm256_maddubs_epi16(c3, load256_i8(&y[96..])),
+                    );
+                    s16 = _mm256_add_epi16(s16, _mm256_add_epi16(p01, p23));
+                }
+                *s = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), bsums_i32(a));
+            }
+            let sumi = hsum4_i32(s32[0], s32[1], s32[2], s32[3]);
+            // F16C converts exactly, like `f16::to_f32`, without a call per scale; the scale
+            // product `d_w * d_x` is rounded per lane exactly like the scalar one.
+            let dw = _mm_cvtph_ps(_mm_setr_epi16(
+                dbits[0], dbits[1], dbits[2], dbits[3], 0, 0, 0, 0,
+            ));
+            let d = |k: usize| if k < n { x[u0 + k].d } else { 0.0 };
+            let dx = _mm_setr_ps(d(0), d(1), d(2), d(3));
+            let p = _mm_mul_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(dw, dx));
+            acc = fold4(acc, p, n);
+        }
+        *o = acc;
+    }
+}
+
+/// Fills `out` with rows `r0 ..` of `W · x` using the multi-row kernels where one exists.
+/// Returns `false` (and writes nothing) for formats without one.
+pub(super) fn gemv_rows(
+    data: &PackedData,
+    bpr: usize,
+    x: &[BlockQ8K],
+    r0: usize,
+    out: &mut [f32],
+) -> bool {
+    // SAFETY: reached only through `Engine` with the Avx2 path, selectable only after AVX2
+    // detection.
+    unsafe {
+        match data {
+            PackedData::I2S { blocks, scale } => gemv_i2s(blocks, bpr, *scale, x, r0, out),
+            PackedData::Tq2_0(b) => gemv_tq2(b, bpr, x, r0, out),
+            _ => return false,
+        }
+    }
+    true
+}

@@ -54,9 +54,10 @@ impl KernelPath {
         match self {
             KernelPath::Scalar => true,
             KernelPath::Avx2 => {
+                // F16C (fp16 scale conversion) ships with every AVX2 CPU; checked anyway.
                 #[cfg(target_arch = "x86_64")]
                 {
-                    std::is_x86_feature_detected!("avx2")
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -270,21 +271,27 @@ impl Engine {
         };
         if batch == 1 {
             let xr = x.row(0);
+            let bpr = w.cols() / w.format().block_elems();
+            let gemv_chunk = |r0: usize, ys: &mut [f32]| {
+                #[cfg(target_arch = "x86_64")]
+                if self.path == KernelPath::Avx2 && avx2::gemv_rows(w.data(), bpr, xr, r0, ys) {
+                    return;
+                }
+                for (i, o) in ys.iter_mut().enumerate() {
+                    *o = dot(r0 + i, xr);
+                }
+            };
             match &self.pool {
+                // One contiguous, 4-row-aligned range per thread: each streams its own part of
+                // the matrix once, and the multi-row kernels see whole quads.
                 Some(pool) => pool.install(|| {
-                    let chunk = rows.div_ceil(threads);
-                    y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
-                        for (i, o) in ys.iter_mut().enumerate() {
-                            *o = dot(ci * chunk + i, xr);
-                        }
-                    });
+                    let chunk = rows.div_ceil(threads).next_multiple_of(4);
+                    y.par_chunks_mut(chunk)
+                        .enumerate()
+                        .for_each(|(ci, ys)| gemv_chunk(ci * chunk, ys));
                 }),
                 // No pool: rayon's par_* would use the global pool, so run inline.
-                None => {
-                    for (r, o) in y.iter_mut().enumerate() {
-                        *o = dot(r, xr);
-                    }
-                }
+                None => gemv_chunk(0, y),
             }
             return Ok(());
         }
