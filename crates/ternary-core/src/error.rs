@@ -80,11 +80,19 @@ pub enum Error {
         /// Columns given.
         cols: usize,
     },
+    /// A format an operation does not handle.
+    #[error("{what}: format {format} is not supported")]
+    UnsupportedFormat {
+        /// The operation.
+        what: &'static str,
+        /// The format's name.
+        format: &'static str,
+    },
     /// A kernel path that this CPU (or this build) cannot run.
     #[error("kernel path `{0}` is not supported on this CPU")]
     UnsupportedPath(&'static str),
     /// An unknown kernel path name (API or `TERNARY_KERNEL`).
-    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2, neon)")]
+    #[error("unknown kernel path `{0}` (expected auto, scalar, avx2, lut, neon)")]
     UnknownPath(String),
     /// A thread count of zero or a pool that could not be built.
     #[error("thread pool: {0}")]

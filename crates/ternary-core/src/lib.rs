@@ -28,8 +28,8 @@
 //! - [`format`]: byte-exact block types and the [`PackedFormat`] trait (TQ1_0, TQ2_0, Q8_0),
 //!   the whole-tensor I2_S functions, and [`Format`] byte-size helpers.
 //! - [`matrix`]: [`PackedMatrix`], a weight matrix in any format, to and from GGUF bytes.
-//! - [`kernels`]: scalar and AVX2 GEMV / GEMM with integer accumulation, threaded by
-//!   [`Engine`]; `TERNARY_KERNEL` forces a path.
+//! - [`kernels`]: scalar, AVX2 and lookup-table ([`LutMatrix`]) GEMV / GEMM with integer
+//!   accumulation, threaded by [`Engine`]; `TERNARY_KERNEL` forces a path.
 //!
 //! Byte layouts and formulas: `docs/formats.md`.
 
@@ -43,6 +43,7 @@ pub use error::{Error, Result};
 pub use format::{
     BlockI2S, BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, PackedFormat, Q8_0, Tq1_0, Tq2_0,
 };
+pub use kernels::lut::LutMatrix;
 pub use kernels::{Engine, KernelPath};
 pub use matrix::{PackedData, PackedMatrix};
 pub use quant::{

@@ -5,7 +5,9 @@ use crate::error::{Error, Result, check_finite, check_len};
 use crate::format::{
     BlockI2S, BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, PackedFormat, Q8_0, Tq1_0, Tq2_0, i2_s,
 };
+use crate::kernels::lut::LutMatrix;
 use crate::quant::{Granularity, TernaryWeights};
+use std::sync::OnceLock;
 
 /// The blocks of a packed matrix, row-major (row `r` is blocks `r*cols/B .. (r+1)*cols/B`).
 #[derive(Debug, Clone, PartialEq)]
@@ -26,11 +28,20 @@ pub enum PackedData {
 }
 
 /// A `rows x cols` weight matrix (rows = output features) in a packed format.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     data: PackedData,
+    /// The lookup-table repacking, built on first use by the `Lut` kernel path.
+    lut: OnceLock<LutMatrix>,
+}
+
+impl PartialEq for PackedMatrix {
+    /// Equal shape and data; whether a lookup-table copy was built does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows && self.cols == other.cols && self.data == other.data
+    }
 }
 
 fn check_shape(format: Format, rows: usize, cols: usize) -> Result<usize> {
@@ -88,6 +99,25 @@ fn cast_blocks<B: bytemuck::Pod>(bytes: &[u8]) -> Vec<B> {
 }
 
 impl PackedMatrix {
+    fn new(rows: usize, cols: usize, data: PackedData) -> Self {
+        PackedMatrix {
+            rows,
+            cols,
+            data,
+            lut: OnceLock::new(),
+        }
+    }
+
+    /// The lookup-table repacking of this matrix ([`LutMatrix::from_packed`]), built on the
+    /// first call and kept (it costs about as much memory as the packed data). Q8_0 errors.
+    pub fn lut(&self) -> Result<&LutMatrix> {
+        if let Some(l) = self.lut.get() {
+            return Ok(l);
+        }
+        let l = LutMatrix::from_packed(self)?;
+        Ok(self.lut.get_or_init(|| l))
+    }
+
     /// Quantizes f32 weights with the format's reference quantizer: ggml's for TQ1_0, TQ2_0 and
     /// Q8_0 (per-block max scale), bitnet.cpp's `quantize_i2_s` for I2_S (per-tensor max scale,
     /// sign of each weight; meant for already-ternary weights).
@@ -104,7 +134,7 @@ impl PackedMatrix {
                 PackedData::I2S { blocks, scale }
             }
         };
-        Ok(PackedMatrix { rows, cols, data })
+        Ok(PackedMatrix::new(rows, cols, data))
     }
 
     /// Packs absmean ternary codes exactly (no re-quantization). Block formats store each
@@ -131,16 +161,12 @@ impl PackedMatrix {
                 }
             }
         };
-        Ok(PackedMatrix {
-            rows: t.rows,
-            cols: t.cols,
-            data,
-        })
+        Ok(PackedMatrix::new(t.rows, t.cols, data))
     }
 
     /// Wraps already-packed blocks after checking their count.
     pub fn from_data(rows: usize, cols: usize, data: PackedData) -> Result<Self> {
-        let m = PackedMatrix { rows, cols, data };
+        let m = PackedMatrix::new(rows, cols, data);
         let n = check_shape(m.format(), rows, cols)?;
         check_len(
             "packed matrix blocks",
@@ -169,7 +195,7 @@ impl PackedMatrix {
                 PackedData::I2S { blocks, scale }
             }
         };
-        Ok(PackedMatrix { rows, cols, data })
+        Ok(PackedMatrix::new(rows, cols, data))
     }
 
     /// The GGUF tensor data bytes (`format.tensor_bytes(rows, cols)` of them).

@@ -5,11 +5,13 @@
 //! accumulator with [`combine`], unit by unit in order. Fast paths therefore give bit-identical
 //! results to [`scalar`] whenever their integer sums are right, which the tests check.
 //!
-//! Paths are picked at run time ([`KernelPath::best`]); `TERNARY_KERNEL=scalar|avx2|neon|auto`
-//! or [`Engine::with_path`] forces one. [`Engine`] owns the thread count.
+//! Paths are picked at run time ([`KernelPath::best`]);
+//! `TERNARY_KERNEL=scalar|avx2|lut|neon|auto` or [`Engine::with_path`] forces one. [`Engine`]
+//! owns the thread count. [`lut`] is the lookup-table kernel for ternary formats.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+pub mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
@@ -34,11 +36,19 @@ pub enum KernelPath {
     Avx2,
     /// aarch64 NEON (never picked automatically: see [`neon`](self) module docs; force it).
     Neon,
+    /// Lookup-table kernel ([`lut`]) for TQ1_0, TQ2_0 and I2_S: AVX2 `pshufb` where available,
+    /// portable otherwise; Q8_0 falls back to the best dot-product path.
+    Lut,
 }
 
 impl KernelPath {
     /// All paths this build knows.
-    pub const ALL: [KernelPath; 3] = [KernelPath::Scalar, KernelPath::Avx2, KernelPath::Neon];
+    pub const ALL: [KernelPath; 4] = [
+        KernelPath::Scalar,
+        KernelPath::Avx2,
+        KernelPath::Neon,
+        KernelPath::Lut,
+    ];
 
     /// Name used by `TERNARY_KERNEL` and reports.
     pub fn name(self) -> &'static str {
@@ -46,13 +56,14 @@ impl KernelPath {
             KernelPath::Scalar => "scalar",
             KernelPath::Avx2 => "avx2",
             KernelPath::Neon => "neon",
+            KernelPath::Lut => "lut",
         }
     }
 
     /// Whether this CPU can run the path.
     pub fn is_supported(self) -> bool {
         match self {
-            KernelPath::Scalar => true,
+            KernelPath::Scalar | KernelPath::Lut => true,
             KernelPath::Avx2 => {
                 // F16C (fp16 scale conversion) ships with every AVX2 CPU; checked anyway.
                 #[cfg(target_arch = "x86_64")]
@@ -102,6 +113,7 @@ impl KernelPath {
             "scalar" => KernelPath::Scalar,
             "avx2" => KernelPath::Avx2,
             "neon" => KernelPath::Neon,
+            "lut" => KernelPath::Lut,
             other => return Err(Error::UnknownPath(other.to_string())),
         };
         if p.is_supported() {
@@ -222,6 +234,9 @@ impl Engine {
                 block: 128,
             });
         }
+        if self.path == KernelPath::Lut && w.format() != crate::format::Format::Q8_0 {
+            return self.gemm_lut(w.lut()?, x, y);
+        }
         let dot = row_dot(self.path, w);
         let rows = w.rows();
         let batch = x.rows;
@@ -314,6 +329,54 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The lookup-table kernel on a [`lut::LutMatrix`] (what the `Lut` path runs for ternary
+    /// formats): per token, builds the tables once, then splits the 32-row tiles between the
+    /// threads. `y` is `x.rows x m.rows()`.
+    pub fn gemm_lut(
+        &self,
+        m: &lut::LutMatrix,
+        x: &QuantizedActivations,
+        y: &mut [f32],
+    ) -> Result<()> {
+        if x.cols != m.cols() {
+            return Err(Error::Shape(format!(
+                "activations have {} features, lut matrix has {} columns",
+                x.cols,
+                m.cols()
+            )));
+        }
+        check_len(
+            "activations blocks",
+            x.blocks.len(),
+            x.rows * x.blocks_per_row,
+            "blocks",
+        )?;
+        check_len("gemm output", y.len(), x.rows * m.rows(), "elements")?;
+        #[cfg(target_arch = "x86_64")]
+        let simd = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        let rows = m.rows();
+        let tiles = m.tiles();
+        let mut tables = Vec::new();
+        for (t, yt) in y.chunks_exact_mut(rows).enumerate() {
+            let xr = x.row(t);
+            lut::build_tables(xr, x.blocks_per_row, &mut tables);
+            match &self.pool {
+                Some(pool) => pool.install(|| {
+                    let per = tiles.div_ceil(self.threads);
+                    yt.par_chunks_mut(per * lut::LutMatrix::TILE_ROWS)
+                        .enumerate()
+                        .for_each(|(ci, ys)| lut::gemv_tiles(m, ci * per, &tables, xr, ys, simd));
+                }),
+                None => lut::gemv_tiles(m, 0, &tables, xr, yt, simd),
+            }
+        }
+        Ok(())
+    }
+}
+
 type RowDot<'a> = Box<dyn Fn(usize, &[BlockQ8K]) -> f32 + Sync + 'a>;
 
 /// The dot product of weight row `r` with one token, for a path and format.
@@ -341,5 +404,7 @@ fn row_dot(path: KernelPath, w: &PackedMatrix) -> RowDot<'_> {
         (KernelPath::Neon, data) => neon::row_dot(data, bpr),
         #[cfg(not(target_arch = "aarch64"))]
         (KernelPath::Neon, _) => unreachable!("Engine::with_path rejects unsupported paths"),
+        // Formats the lookup-table kernel does not cover (Q8_0) use the best dot product.
+        (KernelPath::Lut, _) => row_dot(KernelPath::best(), w),
     }
 }
