@@ -153,9 +153,22 @@ fn distinct_copies(m: &PackedMatrix, copies: usize) -> Vec<PackedMatrix> {
     (0..copies)
         .map(|c| {
             let mut b = bytes.clone();
-            let x = (c as u8).wrapping_mul(37) | 1;
             for off in (code_off..data_len).step_by(f.block_bytes()) {
-                b[off] ^= x;
+                if matches!(f, Format::Tq2_0 | Format::I2S) {
+                    // Keep codes valid ternary (the lookup-table repacking checks them): bit i
+                    // of the copy number negates one 2-bit code (c -> 2 - c), so every copy
+                    // differs from every other.
+                    for i in 0..16 {
+                        if c >> i & 1 == 1 {
+                            let (byte, sh) = (off + i / 4, 2 * (i % 4));
+                            let code = b[byte] >> sh & 3;
+                            b[byte] = b[byte] & !(3 << sh) | (2 - code.min(2)) << sh;
+                        }
+                    }
+                } else {
+                    // TQ1_0 bytes decode to valid trits whatever their value; Q8_0 is int8.
+                    b[off] ^= (c as u8).wrapping_mul(37) | 1;
+                }
             }
             PackedMatrix::from_bytes(f, m.rows(), m.cols(), &b).unwrap()
         })
@@ -252,7 +265,26 @@ fn main() {
                 .iter()
                 .map(|&t| (t, read_bandwidth_multi(&cold_bytes, t, &pools[&t])))
                 .collect();
+            // The lookup-table path streams its own repacking: build it (for every copy) before
+            // timing, as a model loader would.
+            let lut_bytes = if paths.contains(&KernelPath::Lut) && format != Format::Q8_0 {
+                let t0 = Instant::now();
+                for c in &cold {
+                    c.lut().unwrap();
+                }
+                let lb = m.lut().unwrap().byte_len();
+                eprintln!(
+                    "{:>5} lut repack of {} copies: {:.2} s",
+                    format.name(),
+                    cold.len(),
+                    t0.elapsed().as_secs_f64()
+                );
+                Some(lb)
+            } else {
+                None
+            };
             let mut scalar_ns = std::collections::BTreeMap::new();
+            let mut avx2_ns = std::collections::BTreeMap::new();
             for &batch in &batches {
                 let q = QuantizedActivations::quantize(
                     &xs[..batch * cols],
@@ -263,6 +295,9 @@ fn main() {
                 .unwrap();
                 let mut y = vec![0f32; batch * rows];
                 for (path, threads, engine) in &engines {
+                    if *path == KernelPath::Lut && lut_bytes.is_none() {
+                        continue;
+                    }
                     let scalar = *path == KernelPath::Scalar;
                     // Scalar GEMM at batch 512 would take minutes; its time is extrapolated
                     // linearly from batch 64 (the scalar kernel's cost is linear in batch).
@@ -296,8 +331,16 @@ fn main() {
                         variants.push(("dram", cns, creps));
                     }
                     for (resident, ns, reps) in variants {
-                        let gbs = wbytes as f64 / ns;
+                        let streamed = match (path, lut_bytes) {
+                            (KernelPath::Lut, Some(lb)) => lb,
+                            _ => wbytes,
+                        };
+                        let gbs = streamed as f64 / ns;
                         let sref = scalar_ns.get(&(*threads, batch)).copied();
+                        if *path == KernelPath::Avx2 {
+                            avx2_ns.insert((*threads, batch, resident), ns);
+                        }
+                        let aref = avx2_ns.get(&(*threads, batch, resident)).copied();
                         let rec = json!({
                             "format": format.name(),
                             "path": path.name(),
@@ -309,9 +352,11 @@ fn main() {
                             "median_ns": ns,
                             "reps": reps,
                             "weight_bytes": wbytes,
+                            "streamed_bytes": streamed,
                             "gb_per_s": gbs,
                             "gmac_per_s": (rows * cols * batch) as f64 / ns,
                             "ratio_to_scalar": sref.map(|s| s / ns),
+                            "ratio_to_avx2": aref.map(|a| a / ns),
                             "scalar_extrapolated": batch == 512,
                             "read_bandwidth_gb_per_s": bw[threads],
                             "ratio_to_read_bandwidth": gbs / bw[threads],
@@ -319,7 +364,7 @@ fn main() {
                             "ratio_to_read_bandwidth_same_buffers": gbs / bw_same[threads],
                         });
                         eprintln!(
-                            "{:>5} {:>6} {:>4}x{:<4} b{:<3} t{} {:>5}: {:>12.0} ns {:>7.2} GB/s  x{:.1} scalar  {:.2} of bw",
+                            "{:>5} {:>6} {:>4}x{:<4} b{:<3} t{} {:>5}: {:>12.0} ns {:>7.2} GB/s  x{:.1} scalar  x{:.2} avx2  {:.2} of bw",
                             format.name(),
                             path.name(),
                             rows,
@@ -330,6 +375,7 @@ fn main() {
                             ns,
                             gbs,
                             sref.map_or(f64::NAN, |s| s / ns),
+                            aref.map_or(f64::NAN, |a| a / ns),
                             gbs / bw[threads]
                         );
                         records.push(rec);
@@ -379,11 +425,29 @@ fn main() {
                         &|r| r["format"] == n && r["path"] != "scalar" && r["batch"] == 1 && r["weights_resident"] == "dram",
                         "ratio_to_read_bandwidth"),
                     "gemv_simd_over_scalar_median": median_of(
-                        &|r| r["format"] == n && r["path"] != "scalar" && r["batch"] == 1,
+                        &|r| r["format"] == n && r["path"] == "avx2" && r["batch"] == 1,
                         "ratio_to_scalar"),
                     "gemm_simd_over_scalar_median": median_of(
-                        &|r| r["format"] == n && r["path"] != "scalar" && r["batch"] != 1,
+                        &|r| r["format"] == n && r["path"] == "avx2" && r["batch"] != 1,
                         "ratio_to_scalar"),
+                    "gemv_dram_lut_over_avx2_median": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1 && r["weights_resident"] == "dram",
+                        "ratio_to_avx2"),
+                    "gemv_cache_lut_over_avx2_median": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1 && r["weights_resident"] == "cache",
+                        "ratio_to_avx2"),
+                    "gemm_lut_over_avx2_median": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] != 1,
+                        "ratio_to_avx2"),
+                    "gemv_lut_over_scalar_median": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1,
+                        "ratio_to_scalar"),
+                    "gemv_dram_bandwidth_ratio_median_avx2": median_of(
+                        &|r| r["format"] == n && r["path"] == "avx2" && r["batch"] == 1 && r["weights_resident"] == "dram",
+                        "ratio_to_read_bandwidth"),
+                    "gemv_dram_bandwidth_ratio_median_lut": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1 && r["weights_resident"] == "dram",
+                        "ratio_to_read_bandwidth"),
                 }),
             )
         })
@@ -407,7 +471,7 @@ fn main() {
             "cold_weight_bytes": COLD_BYTES,
             "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
         },
-        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction (same thread count, timed per 2 MiB piece while cycling through a 512 MiB buffer, like the kernel calls) measured right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8.",
+        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction (same thread count, timed per 2 MiB piece while cycling through a 512 MiB buffer, like the kernel calls) measured right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8. path=lut is the lookup-table kernel (LutMatrix, built before timing); its gb_per_s and bandwidth ratios use streamed_bytes (its own layout: codes at 2 bits/weight plus f32 scales per 32-row tile and 256-unit), other paths use weight_bytes; ratio_to_avx2 compares with the avx2 record of the same shape/batch/threads/residency. Q8_0 has no lut records (not ternary).",
         "quick": quick,
         "records": records,
         "summary": summary,

@@ -106,32 +106,21 @@ impl LutMatrix {
         let tiles = rows.div_ceil(Self::TILE_ROWS);
         let mut out = vec![0u8; tiles * units * UNIT_BYTES];
         let mut scales = vec![0f32; tiles * units * Self::TILE_ROWS];
-        // Padding (rows past the end, columns past `cols`) keeps code 1, i.e. weight 0.
-        let code = |r: usize, c: usize| -> u8 {
-            if r < rows && c < cols {
-                (codes[r * cols + c] + 1) as u8
-            } else {
-                1
+        // Padding (rows past the end, columns past `cols`) keeps code 1, i.e. weight 0:
+        // pad bytes are 0b0101_0101.
+        out.fill(0x55);
+        let mut padded = vec![1u8; units * 256];
+        for r in 0..rows {
+            let (t, i) = (r / Self::TILE_ROWS, r % Self::TILE_ROWS);
+            for (p, &c) in padded.iter_mut().zip(&codes[r * cols..(r + 1) * cols]) {
+                *p = (c + 1) as u8;
             }
-        };
-        for t in 0..tiles {
             for u in 0..units {
-                let base = (t * units + u) * UNIT_BYTES;
-                for j in 0..64 {
-                    let c0 = 256 * u + 4 * j;
-                    for i in 0..Self::TILE_ROWS {
-                        let r = t * Self::TILE_ROWS + i;
-                        let lo = code(r, c0) | code(r, c0 + 1) << 2;
-                        let hi = code(r, c0 + 2) | code(r, c0 + 3) << 2;
-                        out[base + 32 * j + i] = lo | hi << 4;
-                    }
+                let base = (t * units + u) * UNIT_BYTES + i;
+                for (j, q) in padded[256 * u..256 * (u + 1)].chunks_exact(4).enumerate() {
+                    out[base + 32 * j] = q[0] | q[1] << 2 | q[2] << 4 | q[3] << 6;
                 }
-                for i in 0..Self::TILE_ROWS {
-                    let r = t * Self::TILE_ROWS + i;
-                    if r < rows {
-                        scales[(t * units + u) * Self::TILE_ROWS + i] = unit_scales[r * units + u];
-                    }
-                }
+                scales[(t * units + u) * Self::TILE_ROWS + i] = unit_scales[r * units + u];
             }
         }
         Ok(LutMatrix {

@@ -286,6 +286,7 @@ impl Engine {
         };
         if batch == 1 {
             let xr = x.row(0);
+            #[cfg(target_arch = "x86_64")]
             let bpr = w.cols() / w.format().block_elems();
             let gemv_chunk = |r0: usize, ys: &mut [f32]| {
                 #[cfg(target_arch = "x86_64")]
