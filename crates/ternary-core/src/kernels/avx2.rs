@@ -434,23 +434,37 @@ pub(super) fn gemv_i2s(
                 let u = u0 + k;
                 let a = &x[u];
                 let nb = (bpr - 2 * u).min(2);
+                let pair = &w[2 * u..2 * u + nb];
+                // The pair's blocks are contiguous 32-byte code arrays; raw loads from checked
+                // slices keep bounds checks out of the inner loop.
+                let wp: &[u8] = bytemuck::cast_slice(pair);
+                prefetch(wp);
+                let yp = a.qs.as_ptr();
                 let mut s16 = _mm256_setzero_si256();
                 for h in 0..nb {
-                    let y = &a.qs[128 * h..];
-                    let qs = &w[2 * u + h].qs;
-                    prefetch(qs);
-                    let q = load256(qs);
+                    // SAFETY: `wp` has 32 * nb bytes and `a.qs` 256, so offsets 32h and
+                    // 128h + 96 (+32) are in bounds for h < nb <= 2; unaligned loads.
+                    let (q, y0, y1, y2, y3) = unsafe {
+                        let yh = yp.add(128 * h);
+                        (
+                            _mm256_loadu_si256(wp.as_ptr().add(32 * h).cast()),
+                            _mm256_loadu_si256(yh.cast()),
+                            _mm256_loadu_si256(yh.add(32).cast()),
+                            _mm256_loadu_si256(yh.add(64).cast()),
+                            _mm256_loadu_si256(yh.add(96).cast()),
+                        )
+                    };
                     let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(q), mask);
                     let c1 = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
                     let c2 = _mm256_and_si256(_mm256_srli_epi16::<2>(q), mask);
                     let c3 = _mm256_and_si256(q, mask);
                     let p01 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(c0, load256_i8(y)),
-                        _mm256_maddubs_epi16(c1, load256_i8(&y[32..])),
+                        _mm256_maddubs_epi16(c0, y0),
+                        _mm256_maddubs_epi16(c1, y1),
                     );
                     let p23 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(c2, load256_i8(&y[64..])),
-                        _mm256_maddubs_epi16(c3, load256_i8(&y[96..])),
+                        _mm256_maddubs_epi16(c2, y2),
+                        _mm256_maddubs_epi16(c3, y3),
                     );
                     s16 = _mm256_add_epi16(s16, _mm256_add_epi16(p01, p23));
                 }

@@ -37,6 +37,10 @@ pub struct LutMatrix {
     tensor_scale: f32,
 }
 
+/// How far ahead the AVX2 kernel prefetches its code stream.
+#[cfg(target_arch = "x86_64")]
+const LUT_PREFETCH: usize = 1024;
+
 /// Bytes of one (tile, unit) code block: 64 quads of 32 rows.
 const UNIT_BYTES: usize = 64 * 32;
 /// Bytes of the tables for one unit: 128 pairs, 16 low bytes + 16 high bytes each.
@@ -306,6 +310,15 @@ pub(super) fn gemv_tile_avx2(
             let mut b16 = _mm256_setzero_si256();
             for j in 32 * half..32 * (half + 1) {
                 let w = load256(&codes[32 * j..]);
+                if j % 2 == 0 {
+                    // SAFETY: a prefetch never faults; `wrapping_add` avoids out-of-bounds
+                    // pointer arithmetic. One per 64-byte line, LUT_PREFETCH bytes ahead.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            codes.as_ptr().wrapping_add(32 * j + LUT_PREFETCH).cast(),
+                        );
+                    }
+                }
                 let tp = &tab[64 * j..];
                 let i0 = _mm256_and_si256(w, m4);
                 let i1 = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m4);
