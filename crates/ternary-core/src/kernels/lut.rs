@@ -311,13 +311,11 @@ pub(super) fn gemv_tile_avx2(
             for j in 32 * half..32 * (half + 1) {
                 let w = load256(&codes[32 * j..]);
                 if j % 2 == 0 {
-                    // SAFETY: a prefetch never faults; `wrapping_add` avoids out-of-bounds
-                    // pointer arithmetic. One per 64-byte line, LUT_PREFETCH bytes ahead.
-                    unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            codes.as_ptr().wrapping_add(32 * j + LUT_PREFETCH).cast(),
-                        );
-                    }
+                    // One prefetch per 64-byte line, LUT_PREFETCH bytes ahead (a hint: never
+                    // faults; `wrapping_add` keeps the address arithmetic defined).
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        codes.as_ptr().wrapping_add(32 * j + LUT_PREFETCH).cast(),
+                    );
                 }
                 let tp = &tab[64 * j..];
                 let i0 = _mm256_and_si256(w, m4);
