@@ -118,24 +118,28 @@ fn packed_words(m: &PackedMatrix) -> &[u64] {
 /// few hundred microseconds usually runs within one scheduler slice, a 100 ms loop never does,
 /// so only equally short calls compare fairly with the kernel calls.
 fn read_bandwidth_multi(bufs: &[&[u64]], threads: usize, pool: &rayon::ThreadPool) -> f64 {
-    use rayon::prelude::*;
     let bytes = bufs.iter().map(|b| b.len() * 8).sum::<usize>() as f64 / bufs.len() as f64;
     let mut i = 0;
     let (ns, _) = time(10, Duration::from_millis(300), || {
         let b = bufs[i % bufs.len()];
         i += 1;
-        let r = if threads == 1 {
-            reduce(b)
-        } else {
-            pool.install(|| {
-                b.par_chunks(b.len().div_ceil(threads).max(1))
-                    .map(reduce)
-                    .reduce(|| 0, |x, y| x ^ y)
-            })
-        };
-        std::hint::black_box(r);
+        std::hint::black_box(reduce_threads(b, threads, pool));
     });
     bytes / ns
+}
+
+/// The read-only reduction of `b` split into `threads` contiguous parts (like the GEMV rows).
+fn reduce_threads(b: &[u64], threads: usize, pool: &rayon::ThreadPool) -> u64 {
+    use rayon::prelude::*;
+    if threads == 1 {
+        reduce(b)
+    } else {
+        pool.install(|| {
+            b.par_chunks(b.len().div_ceil(threads).max(1))
+                .map(reduce)
+                .reduce(|| 0, |x, y| x ^ y)
+        })
+    }
 }
 
 /// `copies` matrices with the same shape and format but different code bytes: identical copies
@@ -330,6 +334,45 @@ fn main() {
                         });
                         variants.push(("dram", cns, creps));
                     }
+                    // Paired measurement: alternate one reduction call over a cold copy's bytes
+                    // and one GEMV call over another cold copy, so both see the same moment of
+                    // contention on this shared machine; the ratio of their medians is the most
+                    // robust "fraction of read bandwidth" this machine can give.
+                    let mut paired: Option<(f64, f64)> = None;
+                    if batch == 1 && !scalar {
+                        let pool = &pools[threads];
+                        let (mut tg, mut tr) = (Vec::new(), Vec::new());
+                        let start = Instant::now();
+                        let mut i = 0usize;
+                        let mut red_bytes = 0usize;
+                        while tg.len() < 10
+                            || (start.elapsed() < Duration::from_millis(300) && tg.len() < 200)
+                        {
+                            let rb = cold_bytes[(2 * i) % copies];
+                            red_bytes += rb.len() * 8;
+                            let t = Instant::now();
+                            std::hint::black_box(reduce_threads(rb, *threads, pool));
+                            tr.push(t.elapsed().as_nanos() as f64);
+                            let t = Instant::now();
+                            engine
+                                .gemm_quantized(&cold[(2 * i + 1) % copies], &q, &mut y)
+                                .unwrap();
+                            std::hint::black_box(&y);
+                            tg.push(t.elapsed().as_nanos() as f64);
+                            i += 1;
+                        }
+                        let med = |v: &mut Vec<f64>| {
+                            v.sort_by(f64::total_cmp);
+                            v[v.len() / 2]
+                        };
+                        let red_gbs = red_bytes as f64 / tr.len() as f64 / med(&mut tr);
+                        let streamed = match (path, lut_bytes) {
+                            (KernelPath::Lut, Some(lb)) => lb,
+                            _ => wbytes,
+                        };
+                        let gemv_gbs = streamed as f64 / med(&mut tg);
+                        paired = Some((gemv_gbs / red_gbs, red_gbs));
+                    }
                     for (resident, ns, reps) in variants {
                         let streamed = match (path, lut_bytes) {
                             (KernelPath::Lut, Some(lb)) => lb,
@@ -341,7 +384,7 @@ fn main() {
                             avx2_ns.insert((*threads, batch, resident), ns);
                         }
                         let aref = avx2_ns.get(&(*threads, batch, resident)).copied();
-                        let rec = json!({
+                        let mut rec = json!({
                             "format": format.name(),
                             "path": path.name(),
                             "rows": rows,
@@ -363,6 +406,11 @@ fn main() {
                             "read_bandwidth_same_buffers_gb_per_s": bw_same[threads],
                             "ratio_to_read_bandwidth_same_buffers": gbs / bw_same[threads],
                         });
+                        if let (Some((ratio, red)), "dram") = (paired, resident) {
+                            rec["ratio_to_read_bandwidth_paired"] = json!(ratio);
+                            rec["read_bandwidth_paired_gb_per_s"] = json!(red);
+                            eprintln!("      paired: {ratio:.2} of {red:.2} GB/s");
+                        }
                         eprintln!(
                             "{:>5} {:>6} {:>4}x{:<4} b{:<3} t{} {:>5}: {:>12.0} ns {:>7.2} GB/s  x{:.1} scalar  x{:.2} avx2  {:.2} of bw",
                             format.name(),
@@ -397,6 +445,10 @@ fn main() {
         "ratio_to_read_bandwidth",
     );
     let simd_best = best(&|r| r["path"] != "scalar", "ratio_to_scalar");
+    let gemv_best_paired = best(
+        &|r| r["batch"] == 1 && r["weights_resident"] == "dram",
+        "ratio_to_read_bandwidth_paired",
+    );
     let gemv_best_same = best(
         &|r| r["batch"] == 1 && r["weights_resident"] == "dram",
         "ratio_to_read_bandwidth_same_buffers",
@@ -445,6 +497,12 @@ fn main() {
                     "gemv_dram_bandwidth_ratio_median_avx2": median_of(
                         &|r| r["format"] == n && r["path"] == "avx2" && r["batch"] == 1 && r["weights_resident"] == "dram",
                         "ratio_to_read_bandwidth"),
+                    "gemv_dram_bandwidth_ratio_paired_median_avx2": median_of(
+                        &|r| r["format"] == n && r["path"] == "avx2" && r["batch"] == 1 && r["weights_resident"] == "dram",
+                        "ratio_to_read_bandwidth_paired"),
+                    "gemv_dram_bandwidth_ratio_paired_median_lut": median_of(
+                        &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1 && r["weights_resident"] == "dram",
+                        "ratio_to_read_bandwidth_paired"),
                     "gemv_dram_bandwidth_ratio_median_lut": median_of(
                         &|r| r["format"] == n && r["path"] == "lut" && r["batch"] == 1 && r["weights_resident"] == "dram",
                         "ratio_to_read_bandwidth"),
@@ -456,6 +514,8 @@ fn main() {
         "per_format_medians": per_format,
         "gemv_bandwidth_ratio_best": gemv_best.as_ref().map(|b| b.0),
         "gemv_bandwidth_ratio_best_record": gemv_best.map(|b| b.1),
+        "gemv_bandwidth_ratio_paired_best": gemv_best_paired.as_ref().map(|b| b.0),
+        "gemv_bandwidth_ratio_paired_best_record": gemv_best_paired.map(|b| b.1),
         "gemv_bandwidth_ratio_same_buffers_best": gemv_best_same.as_ref().map(|b| b.0),
         "gemv_bandwidth_ratio_same_buffers_best_record": gemv_best_same.map(|b| b.1),
         "simd_over_scalar_best": simd_best.as_ref().map(|b| b.0),
@@ -471,7 +531,7 @@ fn main() {
             "cold_weight_bytes": COLD_BYTES,
             "paths": paths.iter().map(|p| p.name()).collect::<Vec<_>>(),
         },
-        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction (same thread count, timed per 2 MiB piece while cycling through a 512 MiB buffer, like the kernel calls) measured right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8. path=lut is the lookup-table kernel (LutMatrix, built before timing); its gb_per_s and bandwidth ratios use streamed_bytes (its own layout: codes at 2 bits/weight plus f32 scales per 32-row tile and 256-unit), other paths use weight_bytes; ratio_to_avx2 compares with the avx2 record of the same shape/batch/threads/residency. Q8_0 has no lut records (not ternary).",
+        "notes": "gb_per_s = packed weight bytes / median time. weights_resident=dram cycles through distinct copies of the matrix (code bytes perturbed, so no page sharing) totalling >= cold_weight_bytes so every call streams weights from memory; cache = the same matrix every call (fits in L3). ratio_to_read_bandwidth divides by the AVX2 read-only reduction (same thread count, timed per 2 MiB piece while cycling through a 512 MiB buffer, like the kernel calls) measured right before that shape, because the machine is shared and its load changes during the run. ratio_to_read_bandwidth_same_buffers divides by the same reduction run over the very copies the dram GEMV streams (measured per shape and format). Activations are pre-quantized (kernel time only). Scalar batch-512 times are extrapolated from batch 64 x 8. path=lut is the lookup-table kernel (LutMatrix, built before timing); its gb_per_s and bandwidth ratios use streamed_bytes (its own layout: codes at 2 bits/weight plus f32 scales per 32-row tile and 256-unit), other paths use weight_bytes; ratio_to_avx2 compares with the avx2 record of the same shape/batch/threads/residency. Q8_0 has no lut records (not ternary). ratio_to_read_bandwidth_paired (dram records of non-scalar paths) alternates one reduction call over one cold copy's bytes with one GEMV call over another cold copy, ~10-200 pairs, and divides the GEMV's streamed GB/s (median) by the reduction's (median): both see the same contention.",
         "quick": quick,
         "records": records,
         "summary": summary,
