@@ -96,9 +96,21 @@ impl KernelPath {
             .collect()
     }
 
-    /// The fastest supported path that has been verified on hardware (NEON is excluded until
-    /// it has run the equality tests on an ARM machine).
+    /// The fastest supported path that has been verified on hardware: on x86-64 with AVX2 the
+    /// lookup-table kernel (it beat the AVX2 dot-product kernel in 136 of 144 benchmark
+    /// configurations, see `docs/formats.md`; it keeps a repacked copy of each matrix, built on
+    /// first use), else scalar. NEON is excluded until it has run the equality tests on an ARM
+    /// machine.
     pub fn best() -> KernelPath {
+        if KernelPath::Avx2.is_supported() {
+            KernelPath::Lut
+        } else {
+            KernelPath::Scalar
+        }
+    }
+
+    /// The fastest verified dot-product (non-table) path: what `Lut` uses for Q8_0.
+    pub fn best_dot() -> KernelPath {
         if KernelPath::Avx2.is_supported() {
             KernelPath::Avx2
         } else {
@@ -143,8 +155,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine with `threads` worker threads (>= 1), the path from `TERNARY_KERNEL` (or the
-    /// best one) and per-token activation quantization.
+    /// An engine with `threads` worker threads (>= 1), the path from `TERNARY_KERNEL` (or
+    /// [`KernelPath::best`]) and per-token activation quantization. With the `Lut` path each
+    /// ternary [`PackedMatrix`] builds and keeps a lookup-table copy on its first use (about
+    /// its own size again); force `TERNARY_KERNEL=avx2` to avoid that memory.
     pub fn new(threads: usize) -> Result<Engine> {
         if threads == 0 {
             return Err(Error::ThreadPool("thread count must be at least 1".into()));
@@ -406,6 +420,6 @@ fn row_dot(path: KernelPath, w: &PackedMatrix) -> RowDot<'_> {
         #[cfg(not(target_arch = "aarch64"))]
         (KernelPath::Neon, _) => unreachable!("Engine::with_path rejects unsupported paths"),
         // Formats the lookup-table kernel does not cover (Q8_0) use the best dot product.
-        (KernelPath::Lut, _) => row_dot(KernelPath::best(), w),
+        (KernelPath::Lut, _) => row_dot(KernelPath::best_dot(), w),
     }
 }
