@@ -39,7 +39,7 @@ proptest! {
 
     #[test]
     fn lut_matches_scalar_across_tiles(
-        fmt in 0usize..3, rows in 1usize..100, k in 1usize..4, batch in 1usize..3,
+        fmt in 0usize..3, rows in 1usize..100, k in 1usize..4, batch in 1usize..7,
         threads in 1usize..4, seed in any::<u64>(), per_block in any::<bool>()
     ) {
         let format = [Format::Tq1_0, Format::Tq2_0, Format::I2S][fmt];

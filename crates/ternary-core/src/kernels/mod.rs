@@ -374,6 +374,22 @@ impl Engine {
         let simd = false;
         let rows = m.rows();
         let tiles = m.tiles();
+        // Several tokens per thread: split the tokens, so each thread builds its own tables
+        // (table building is the serial part of the tile split below).
+        if let Some(pool) = &self.pool
+            && x.rows >= 2 * self.threads
+        {
+            pool.install(|| {
+                y.par_chunks_mut(rows)
+                    .enumerate()
+                    .for_each_init(Vec::new, |tables, (t, yt)| {
+                        let xr = x.row(t);
+                        lut::build_tables(xr, x.blocks_per_row, tables);
+                        lut::gemv_tiles(m, 0, tables, xr, yt, simd);
+                    });
+            });
+            return Ok(());
+        }
         let mut tables = Vec::new();
         for (t, yt) in y.chunks_exact_mut(rows).enumerate() {
             let xr = x.row(t);
