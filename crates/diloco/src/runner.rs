@@ -97,6 +97,9 @@ pub struct RunReport {
     pub bytes_sent: u64,
     /// Bytes received by all workers (initial download included).
     pub bytes_received: u64,
+    /// Of `bytes_received`, the initial global weights each worker downloaded on
+    /// joining (a run whose workers share a seeded initialisation would not send them).
+    pub initial_download: u64,
     /// Tokens trained on by all workers.
     pub tokens: u64,
 }
@@ -151,6 +154,7 @@ pub fn run_in_process<T: LocalTrainer>(
         t.set_params(c.anchor())?;
         clients.push(c);
     }
+    let initial_download: u64 = clients.iter().map(|c| c.bytes_received).sum();
     let mut round = 0u64;
     let mut pending: Vec<(u64, u64)> = Vec::new(); // (apply at step, round)
     let mut rounds = Vec::new();
@@ -226,6 +230,7 @@ pub fn run_in_process<T: LocalTrainer>(
         global: coord.global().clone(),
         bytes_sent: clients.iter().map(|c| c.bytes_sent).sum(),
         bytes_received: clients.iter().map(|c| c.bytes_received).sum(),
+        initial_download,
         tokens,
     })
 }
