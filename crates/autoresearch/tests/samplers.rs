@@ -252,6 +252,48 @@ fn phased_search_moves_one_group_at_a_time() {
 }
 
 #[test]
+fn grid_phase_inside_a_phased_search_tries_each_point_once() {
+    // The trials of a grid phase also carry the parameters other phases fixed, so "tried"
+    // must compare only the grid's own parameters (this once re-ran the first point).
+    let space = SearchSpace::new().float("lr", 0.1, 1.0, false).categorical(
+        "ctx",
+        [64, 128, 256].iter().map(|&v| ParamValue::Int(v)).collect(),
+    );
+    let phases = vec![
+        Phase {
+            params: vec!["lr".into()],
+            sampler: Box::new(QmcSampler::new(0)),
+            trials: 2,
+        },
+        Phase {
+            params: vec!["ctx".into()],
+            sampler: Box::new(GridSampler::new(4, 1)),
+            trials: 3,
+        },
+    ];
+    let study = Study::builder(space)
+        .sampler(PhasedSampler::new(phases, None))
+        .seed(3)
+        .build()
+        .unwrap();
+    let obj = |t: &TrialHandle| -> Result<f64, TrialError> {
+        Ok(t.suggest_float("lr")? + t.suggest_categorical("ctx")?.as_f64().unwrap_or(0.0))
+    };
+    study
+        .optimize(Arc::new(obj), &OptimizeOptions::trials(5))
+        .unwrap();
+    let mut ctx: Vec<i64> = study.trials().unwrap()[2..]
+        .iter()
+        .map(|t| match t.params["ctx"] {
+            ParamValue::Int(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    ctx.sort_unstable();
+    assert_eq!(ctx, vec![64, 128, 256]);
+}
+
+#[test]
 fn multi_objective_pareto_front() {
     let space = SearchSpace::new().float("x", 0.0, 1.0, false);
     let study = Study::builder(space)

@@ -108,6 +108,7 @@ fn train_args(args: &RunArgs, full_precision: bool, out: PathBuf) -> TrainArgs {
         seq_len: None,
         grad_accum: None,
         lr: None,
+        warmup_steps: None,
         seed: args.seed,
         eval_every: None,
         checkpoint_every: None,
@@ -116,6 +117,7 @@ fn train_args(args: &RunArgs, full_precision: bool, out: PathBuf) -> TrainArgs {
         out: Some(out),
         resume: false,
         device: args.device.clone(),
+        time_budget_s: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct TrainArgs {
     /// Stage-1 peak learning rate (the other rates scale with it).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Linear warm-up steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
     /// Seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -65,6 +68,12 @@ pub struct TrainArgs {
     /// burn device: flex (CPU) or cuda.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Train for about this many seconds instead of a fixed step count: a few probe steps
+    /// on a throw-away copy measure the step time, and the schedule (warm-up, the drop at
+    /// half way, the final decay) is laid over the steps that fit. For sweeps that give
+    /// every trial the same wall-clock budget (autoresearch's fixed-time rule).
+    #[arg(long)]
+    pub time_budget_s: Option<f64>,
 }
 
 /// Training settings tuned for the `tiny` preset on 2 CPU cores (about 5 minutes).
@@ -126,6 +135,9 @@ pub fn configs(args: &TrainArgs, vocab: Option<usize>) -> Result<(ModelConfig, T
         train.lr_stage1_end *= scale;
         train.lr_stage2 *= scale;
         train.lr_final *= scale;
+    }
+    if let Some(v) = args.warmup_steps {
+        train.warmup_steps = v;
     }
     if let Some(v) = args.seed {
         train.seed = v;
@@ -217,6 +229,39 @@ pub fn train_to(
     })
 }
 
+/// Steps that fit in `budget_s` seconds: times a few steps of a throw-away trainer (after
+/// one warm-up step, which pays one-off allocation costs) and divides. Evaluation time is
+/// not counted against the budget: it is the same for every trial of a sweep.
+pub fn steps_for_budget(
+    model: &ModelConfig,
+    train: &TrainConfig,
+    data: &bitnet_model::data::TokenData,
+    device: &burn::tensor::Device,
+    budget_s: f64,
+) -> Result<usize> {
+    anyhow::ensure!(
+        budget_s.is_finite() && budget_s > 0.0,
+        "--time-budget-s must be a positive number of seconds, got {budget_s}"
+    );
+    const PROBE: usize = 3;
+    let probe_config = TrainConfig {
+        steps: PROBE + 1,
+        warmup_steps: 1,
+        eval_every: 0,
+        ..train.clone()
+    };
+    let mut probe = Trainer::new(model.clone(), probe_config, data.clone(), device)?;
+    probe.step()?;
+    let start = std::time::Instant::now();
+    for _ in 0..PROBE {
+        probe.step()?;
+    }
+    let per_step = start.elapsed().as_secs_f64() / PROBE as f64;
+    // At least enough steps for the warm-up and both schedule stages to exist.
+    let min_steps = train.warmup_steps + 2;
+    Ok(((budget_s / per_step).floor() as usize).max(min_steps))
+}
+
 /// `genkidama train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     let device = common::device(&args.device)?;
@@ -242,6 +287,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     } else {
         "fp"
     };
+    let mut train = train;
+    if let Some(budget) = args.time_budget_s {
+        train.steps = steps_for_budget(&model, &train, &data, &device, budget)?;
+        eprintln!(
+            "time budget {budget:.0} s: {} steps of {} tokens",
+            train.steps,
+            train.tokens_per_step()
+        );
+    }
     let trained = train_to(
         label,
         model,

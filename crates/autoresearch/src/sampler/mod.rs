@@ -121,8 +121,14 @@ impl Sampler for GridSampler {
             g.shuffle(&mut StdRng::seed_from_u64(self.seed));
             g
         });
+        // A point counts as tried when a trial agrees on the grid's own parameters: inside a
+        // phased search the trials also carry the parameters other phases fixed.
         grid.iter()
-            .find(|g| !ctx.trials.iter().any(|t| &t.params == *g))
+            .find(|g| {
+                !ctx.trials
+                    .iter()
+                    .any(|t| g.iter().all(|(k, v)| t.params.get(k) == Some(v)))
+            })
             .cloned()
             .ok_or_else(|| Error::Exhausted("grid".into()))
     }
