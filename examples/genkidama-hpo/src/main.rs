@@ -42,6 +42,11 @@ struct Args {
     /// Wall-clock training budget of every trial, in seconds.
     #[arg(long, default_value_t = 45.0)]
     budget_s: f64,
+    /// Give every trial this many training tokens instead of a time budget (steps =
+    /// tokens / (batch x sequence length)). On a machine shared with other work a time
+    /// budget hands each trial whatever the load left it; a token budget is reproducible.
+    #[arg(long)]
+    budget_tokens: Option<u64>,
     /// Trials per phase (the learning-rate phase also runs the start configuration first).
     #[arg(long, default_value_t = 3)]
     trials_per_phase: usize,
@@ -76,10 +81,11 @@ fn space() -> SearchSpace {
         .categorical("hidden_size", ints(&[128, 192, 256, 384]))
         .int("n_layers", 2, 6, 1, false)
         .categorical("batch_size", ints(&[4, 8, 16]))
-        .int("warmup_steps", 5, 60, 5, false)
+        .int("warmup_steps", 0, 16, 2, false)
 }
 
-/// The start configuration: `genkidama train`'s tiny defaults.
+/// The start configuration: `genkidama train`'s tiny defaults, with the warm-up scaled to
+/// the short runs of a sweep (the default 20 of 300 steps).
 fn start_params() -> Params {
     [
         ("lr", ParamValue::Float(4e-3)),
@@ -87,7 +93,7 @@ fn start_params() -> Params {
         ("hidden_size", ParamValue::Int(256)),
         ("n_layers", ParamValue::Int(4)),
         ("batch_size", ParamValue::Int(8)),
-        ("warmup_steps", ParamValue::Int(20)),
+        ("warmup_steps", ParamValue::Int(4)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -149,7 +155,32 @@ fn model_config(params: &Params) -> Result<ModelConfig> {
 struct Runner {
     genkidama: PathBuf,
     data_dir: PathBuf,
-    budget_s: f64,
+    budget: Budget,
+}
+
+/// How much training every trial gets.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Budget {
+    /// Seconds of training (`genkidama train --time-budget-s`).
+    Seconds(f64),
+    /// Training tokens.
+    Tokens(u64),
+}
+
+impl Budget {
+    /// `genkidama train` arguments for a trial with these batch and sequence sizes (at
+    /// least two steps past the warm-up, so both schedule stages exist).
+    fn args(self, batch: i64, seq_len: i64, warmup: i64) -> Vec<String> {
+        match self {
+            Self::Seconds(s) => vec!["--time-budget-s".into(), s.to_string()],
+            Self::Tokens(t) => {
+                let per_step = u64::try_from((batch * seq_len).max(1)).unwrap_or(1);
+                let min = u64::try_from(warmup.max(0)).unwrap_or(0) + 2;
+                vec!["--steps".into(), (t / per_step).max(min).to_string()]
+            }
+        }
+    }
 }
 
 /// What one training run measured.
@@ -177,7 +208,11 @@ impl Runner {
             .args(["--seq-len", &int(params, "seq_len")?.to_string()])
             .args(["--batch-size", &int(params, "batch_size")?.to_string()])
             .args(["--warmup-steps", &int(params, "warmup_steps")?.to_string()])
-            .args(["--time-budget-s", &self.budget_s.to_string()])
+            .args(self.budget.args(
+                int(params, "batch_size")?,
+                int(params, "seq_len")?,
+                int(params, "warmup_steps")?,
+            ))
             .args(["--seed", &seed.to_string()])
             .args(["--eval-every", "0", "--checkpoint-every", "0"])
             .arg("--data-dir")
@@ -234,7 +269,7 @@ struct PhaseSummary {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    budget_s: f64,
+    budget: Budget,
     seed: u64,
     trials: usize,
     start_val_loss: f64,
@@ -290,11 +325,11 @@ fn phase_summaries(trials: &[Trial], trials_per_phase: usize) -> Vec<PhaseSummar
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# genkidama-hpo: phased sweep of the tiny preset\n");
-    let _ = writeln!(
-        s,
-        "{} trials, {:.0} s training budget each, seed {}.\n",
-        r.trials, r.budget_s, r.seed
-    );
+    let budget = match r.budget {
+        Budget::Seconds(b) => format!("{b:.0} s of training"),
+        Budget::Tokens(t) => format!("{t} training tokens"),
+    };
+    let _ = writeln!(s, "{} trials, {budget} each, seed {}.\n", r.trials, r.seed);
     let _ = writeln!(s, "| | val loss (nats) |\n|---|---|");
     let _ = writeln!(
         s,
@@ -359,7 +394,10 @@ fn main() -> Result<()> {
     let runner = Arc::new(Runner {
         genkidama: genkidama_binary(args.genkidama.as_deref())?,
         data_dir: args.data_dir.clone(),
-        budget_s: args.budget_s,
+        budget: match args.budget_tokens {
+            Some(t) => Budget::Tokens(t),
+            None => Budget::Seconds(args.budget_s),
+        },
     });
     std::fs::create_dir_all(&args.out)?;
     let storage = Arc::new(JournalStorage::open(args.out.join("journal.jsonl"))?);
@@ -447,7 +485,7 @@ fn main() -> Result<()> {
         );
     }
     let report = Report {
-        budget_s: args.budget_s,
+        budget: runner.budget,
         seed: args.seed,
         trials: trials.len(),
         start_val_loss: start,
@@ -493,6 +531,17 @@ mod tests {
             }
         }
         assert_eq!(space.params.len(), start_params().len());
+    }
+
+    #[test]
+    fn token_budgets_become_steps() {
+        assert_eq!(Budget::Tokens(24_576).args(8, 128), ["--steps", "24"]);
+        assert_eq!(Budget::Tokens(24_576).args(4, 64), ["--steps", "96"]);
+        assert_eq!(Budget::Tokens(10).args(8, 128), ["--steps", "1"]);
+        assert_eq!(
+            Budget::Seconds(30.0).args(8, 128),
+            ["--time-budget-s", "30"]
+        );
     }
 
     #[test]
