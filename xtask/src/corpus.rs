@@ -393,11 +393,22 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         let d = work.join("debs");
         std::fs::create_dir_all(&d)?;
-        let mut cmd = Command::new("apt-get");
-        cmd.arg("download")
-            .args(PACKAGES.iter().map(|p| p.0))
-            .current_dir(&d);
-        run_cmd("apt-get download", &mut cmd).context(
+        let download = || {
+            let mut cmd = Command::new("apt-get");
+            cmd.arg("download")
+                .args(PACKAGES.iter().map(|p| p.0))
+                .current_dir(&d);
+            run_cmd("apt-get download", &mut cmd)
+        };
+        // A machine's package lists go stale as point releases replace versions (the
+        // mirror then answers 404): refresh them once and retry.
+        let first = download();
+        let retried = first.or_else(|e| {
+            eprintln!("apt-get download failed ({e:#}); running apt-get update and retrying");
+            run_cmd("apt-get update", Command::new("apt-get").arg("update"))?;
+            download()
+        });
+        retried.context(
             "apt-get download failed: this needs a Debian/Ubuntu machine with apt sources \
                  (bookworm has the reference versions); or pass --debs DIR with the .deb files, \
                  or set MAGNET_CORPUS to an existing corpus",
