@@ -2,6 +2,10 @@
 //! Branin, Hartmann6, Rosenbrock (d = 10), Levy (d = 6), Styblinski–Tang (d = 6) and a mixed
 //! categorical / integer / continuous function; 100 trials, 30 seeds, both sides in this run.
 //! Writes `$MAGNET_BENCH_OUT/hpo.json`.
+//!
+//! Quick mode for iterating on one function: `AUTORESEARCH_BENCH_ONLY=hartmann6` (comma list)
+//! and `AUTORESEARCH_BENCH_SEEDS=N` run only those (both sides) and write
+//! `hpo-<names>-<N>seeds.json` instead, so the full result file is left alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +19,39 @@ use autoresearch::{
 };
 use serde_json::{Value, json};
 
-const SEEDS: u64 = 30;
+const DEFAULT_SEEDS: u64 = 30;
+
+/// Functions and seed count of this run (quick mode from the environment).
+fn selection() -> (Vec<TestFunction>, u64, Option<String>) {
+    let seeds = std::env::var("AUTORESEARCH_BENCH_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    match std::env::var("AUTORESEARCH_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => {
+            let names: Vec<&str> = only.split(',').map(str::trim).collect();
+            let fs: Vec<TestFunction> = TestFunction::ALL
+                .into_iter()
+                .filter(|f| names.contains(&f.name()))
+                .collect();
+            assert!(
+                !fs.is_empty(),
+                "AUTORESEARCH_BENCH_ONLY={only}: no such function"
+            );
+            (
+                fs,
+                seeds,
+                Some(format!("hpo-{}-{seeds}seeds.json", names.join("-"))),
+            )
+        }
+        _ if seeds != DEFAULT_SEEDS => (
+            TestFunction::ALL.to_vec(),
+            seeds,
+            Some(format!("hpo-{seeds}seeds.json")),
+        ),
+        _ => (TestFunction::ALL.to_vec(), seeds, None),
+    }
+}
 const TRIALS: usize = 100;
 
 fn make(name: &str, seed: u64) -> Box<dyn Sampler> {
@@ -68,7 +104,7 @@ fn med(xs: &[f64]) -> f64 {
     quantile(xs, 0.5).unwrap_or(f64::NAN)
 }
 
-fn optuna() -> Option<Value> {
+fn optuna(fs: &[TestFunction], seeds: u64) -> Option<Value> {
     let Ok(py) = std::env::var("MAGNET_PYTHON") else {
         eprintln!("MAGNET_PYTHON unset: Optuna side skipped");
         return None;
@@ -76,7 +112,12 @@ fn optuna() -> Option<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/hpo_optuna.py");
     let t0 = Instant::now();
     let out = std::process::Command::new(&py)
-        .args([script, &SEEDS.to_string(), &TRIALS.to_string()])
+        .args([
+            script.to_string(),
+            seeds.to_string(),
+            TRIALS.to_string(),
+            fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
+        ])
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("running MAGNET_PYTHON");
@@ -90,10 +131,11 @@ fn main() {
     // function -> sampler -> (best per seed, overhead per seed)
     type Runs<'a> = BTreeMap<&'a str, (Vec<f64>, Vec<f64>)>;
     let mut ours: BTreeMap<&str, Runs<'_>> = BTreeMap::new();
+    let (fs, seeds, quick_file) = selection();
     let t0 = Instant::now();
-    for f in TestFunction::ALL {
+    for &f in &fs {
         for s in samplers {
-            let (best, time): (Vec<f64>, Vec<f64>) = (0..SEEDS).map(|seed| run(f, s, seed)).unzip();
+            let (best, time): (Vec<f64>, Vec<f64>) = (0..seeds).map(|seed| run(f, s, seed)).unzip();
             eprintln!(
                 "ours {:>16} {:>6}: median best {:.4}, {:.2} ms/study",
                 f.name(),
@@ -105,10 +147,10 @@ fn main() {
         }
     }
     eprintln!("our side: {:.1} s", t0.elapsed().as_secs_f64());
-    let opt = optuna();
+    let opt = optuna(&fs, seeds);
     let mut summary = serde_json::Map::new();
     let mut detail = serde_json::Map::new();
-    for f in TestFunction::ALL {
+    for &f in &fs {
         let o = &ours[f.name()];
         let mut d = serde_json::Map::new();
         for s in samplers {
@@ -165,7 +207,7 @@ fn main() {
     let doc = json!({
         "area": "hpo",
         "trials": TRIALS,
-        "seeds": SEEDS,
+        "seeds": seeds,
         "sampler_time": "study wall time minus time inside the objective, median per study",
         "optuna_version": opt.as_ref().map(|o| o["optuna_version"].clone()),
         "summary": summary,
@@ -173,7 +215,7 @@ fn main() {
     });
     let dir = std::env::var("MAGNET_BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let path = std::path::Path::new(&dir).join("hpo.json");
+    let path = std::path::Path::new(&dir).join(quick_file.as_deref().unwrap_or("hpo.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
     eprintln!("wrote {}", path.display());
 }

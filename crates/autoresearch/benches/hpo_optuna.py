@@ -104,8 +104,11 @@ class Replay:
 def main():
     seeds = int(sys.argv[1])
     trials = int(sys.argv[2])
+    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else None
     out = {}
     for name, f in FUNCS.items():
+        if only is not None and name not in only:
+            continue
         out[name] = {}
         for sname, make in (("tpe", lambda s: optuna.samplers.TPESampler(seed=s)),
                             ("random", lambda s: optuna.samplers.RandomSampler(seed=s))):
