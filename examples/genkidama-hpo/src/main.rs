@@ -535,11 +535,12 @@ mod tests {
 
     #[test]
     fn token_budgets_become_steps() {
-        assert_eq!(Budget::Tokens(24_576).args(8, 128), ["--steps", "24"]);
-        assert_eq!(Budget::Tokens(24_576).args(4, 64), ["--steps", "96"]);
-        assert_eq!(Budget::Tokens(10).args(8, 128), ["--steps", "1"]);
+        assert_eq!(Budget::Tokens(24_576).args(8, 128, 4), ["--steps", "24"]);
+        assert_eq!(Budget::Tokens(24_576).args(4, 64, 4), ["--steps", "96"]);
+        // Never fewer steps than the warm-up plus both schedule stages.
+        assert_eq!(Budget::Tokens(10).args(8, 128, 4), ["--steps", "6"]);
         assert_eq!(
-            Budget::Seconds(30.0).args(8, 128),
+            Budget::Seconds(30.0).args(8, 128, 4),
             ["--time-budget-s", "30"]
         );
     }
