@@ -88,6 +88,7 @@ mod tests {
                     directions: &[Direction::Minimize],
                     number: n,
                     rng: &mut rng,
+                    rng_of: &|m| trial_rng(1, m),
                 })
                 .unwrap();
             let f = |k: &str| p[k].as_f64().unwrap();

@@ -42,6 +42,6 @@ pub use sampler::{
 pub use space::{Distribution, ParamValue, Params, SearchSpace};
 #[cfg(feature = "postgres")]
 pub use storage::PostgresStorage;
-pub use storage::{InMemoryStorage, JournalStorage, Storage, StudyMeta};
+pub use storage::{InMemoryStorage, JournalStorage, OpLog, Storage, StudyMeta};
 pub use study::{MultiObjective, Objective, OptimizeOptions, OptimizeSummary, Study, TrialHandle};
 pub use trial::{Direction, Trial, TrialError, TrialState};

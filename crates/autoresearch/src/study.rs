@@ -351,6 +351,7 @@ impl Study {
             .storage
             .create_trial(&self.worker, &mut |number, trials| {
                 let mut rng = trial_rng(seed, number);
+                let rng_of = |n: u64| trial_rng(seed, n);
                 let mut s = sampler
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -360,6 +361,7 @@ impl Study {
                     directions: dirs,
                     number,
                     rng: &mut rng,
+                    rng_of: &rng_of,
                 };
                 Ok(space.activate(s.sample(&mut ctx)?))
             })?;

@@ -3,6 +3,8 @@
 //! `autoresearch` worker processes sharing one study.
 #![cfg(feature = "postgres")]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
@@ -50,6 +52,26 @@ fn space() -> SearchSpace {
                 ParamValue::Str("gelu".into()),
             ],
         )
+}
+
+/// A CMA-ES study stopped mid-generation and resumed on a new connection (a new process's
+/// sampler) asks exactly what the uninterrupted study asks.
+#[test]
+fn cmaes_resumes_from_the_database() {
+    let Some(url) = url() else { return };
+    let whole = support::cma_study(Arc::new(autoresearch::InMemoryStorage::new()));
+    support::cma_drive(&whole, 0, support::CMA_TRIALS);
+    let name = unique("cma");
+    let connect =
+        || -> Arc<dyn Storage> { Arc::new(PostgresStorage::connect(&url, &name).unwrap()) };
+    support::cma_drive(&support::cma_study(connect()), 0, support::CMA_CUT);
+    let resumed = support::cma_study(connect());
+    support::cma_drive(&resumed, support::CMA_CUT, support::CMA_TRIALS);
+    assert_eq!(support::cma_params(&resumed), support::cma_params(&whole));
+    PostgresStorage::connect(&url, &name)
+        .unwrap()
+        .delete_study()
+        .unwrap();
 }
 
 #[test]

@@ -1,5 +1,14 @@
 //! CMA-ES (Hansen's (μ/μ_w, λ) evolution strategy) in the unit cube of the numeric
 //! parameters; categorical parameters are drawn at random.
+//!
+//! The evolution state lives in memory, but it is a deterministic fold over the study's
+//! history: trials this sampler did not ask itself (a study resumed from a journal or a
+//! database, another worker with the same seed) are replayed in number order. Each is
+//! redrawn with the RNG it was given ([`SampleContext::rng_of`]) and counted as a
+//! generation member when the redraw reproduces its stored parameters; a full generation is
+//! told before a trial when every member had finished before that trial was created
+//! (`finished_at <= started_at`, both stamped under the storage's write lock). A resumed
+//! study therefore asks what the uninterrupted one would have.
 
 // Index loops read like the textbook update equations.
 #![allow(clippy::needless_range_loop)]
@@ -10,7 +19,7 @@ use super::{SampleContext, Sampler};
 use crate::error::Result;
 use crate::math::{randn, sym_eigen};
 use crate::space::{Params, SearchSpace};
-use crate::trial::TrialState;
+use crate::trial::{Direction, Trial, TrialState};
 
 struct State {
     d: usize,
@@ -98,6 +107,46 @@ impl State {
         x.iter().map(|v| v.clamp(0.0, 1.0)).collect()
     }
 
+    /// Tells the generation once every member has finished: by now (`before = None`) or
+    /// before the time `before` (replaying the history).
+    fn tell_if_done(&mut self, trials: &[Trial], dir: Direction, before: Option<f64>) {
+        if self.asked.len() < self.lambda {
+            return;
+        }
+        let done: Option<Vec<(Vec<f64>, Option<f64>)>> = self
+            .asked
+            .iter()
+            .map(|(n, x)| {
+                let t = trials.iter().find(|t| t.number == *n)?;
+                let finished_then = match (before, t.finished_at) {
+                    (None, _) => t.state.is_finished(),
+                    (Some(b), Some(f)) => t.state.is_finished() && f <= b,
+                    (Some(_), None) => false,
+                };
+                if !finished_then {
+                    return None;
+                }
+                let v = (t.state == TrialState::Complete)
+                    .then(|| t.value().map(|v| dir.loss(v)))
+                    .flatten()
+                    .filter(|v| v.is_finite());
+                Some((x.clone(), v))
+            })
+            .collect();
+        let Some(done) = done else { return };
+        let worst = done
+            .iter()
+            .filter_map(|(_, v)| *v)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let fill = if worst.is_finite() { worst + 1.0 } else { 0.0 };
+        let sols = done
+            .into_iter()
+            .map(|(x, v)| (x, v.unwrap_or(fill)))
+            .collect();
+        self.tell(sols);
+        self.asked.clear();
+    }
+
     fn tell(&mut self, mut sols: Vec<(Vec<f64>, f64)>) {
         let d = self.d;
         sols.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -170,6 +219,8 @@ pub struct CmaEsSampler {
     popsize: Option<usize>,
     sigma0: f64,
     state: Option<State>,
+    /// Trials numbered below this are folded into `state`.
+    seen: u64,
 }
 
 impl Default for CmaEsSampler {
@@ -185,6 +236,7 @@ impl CmaEsSampler {
             popsize: None,
             sigma0: 1.0 / 6.0,
             state: None,
+            seen: 0,
         }
     }
 
@@ -210,37 +262,23 @@ impl Sampler for CmaEsSampler {
             .state
             .get_or_insert_with(|| State::new(d, self.popsize, self.sigma0));
         let dir = ctx.directions.first().copied().unwrap_or_default();
-        // Tell once every member of the generation has finished.
-        if st.asked.len() >= st.lambda {
-            let done: Option<Vec<(Vec<f64>, Option<f64>)>> = st
-                .asked
-                .iter()
-                .map(|(n, x)| {
-                    let t = ctx.trials.iter().find(|t| t.number == *n)?;
-                    if !t.state.is_finished() {
-                        return None;
-                    }
-                    let v = (t.state == TrialState::Complete)
-                        .then(|| t.value().map(|v| dir.loss(v)))
-                        .flatten()
-                        .filter(|v| v.is_finite());
-                    Some((x.clone(), v))
-                })
-                .collect();
-            if let Some(done) = done {
-                let worst = done
-                    .iter()
-                    .filter_map(|(_, v)| *v)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let fill = if worst.is_finite() { worst + 1.0 } else { 0.0 };
-                let sols = done
-                    .into_iter()
-                    .map(|(x, v)| (x, v.unwrap_or(fill)))
-                    .collect();
-                st.tell(sols);
-                st.asked.clear();
+        for t in ctx
+            .trials
+            .iter()
+            .filter(|t| t.number >= self.seen && t.number < ctx.number)
+        {
+            st.tell_if_done(ctx.trials, dir, Some(t.started_at));
+            let x = st.ask(&mut (ctx.rng_of)(t.number));
+            let drawn_here = numeric.iter().zip(&x).all(|(&i, &xk)| {
+                let p = &space.params[i];
+                t.params.get(&p.name) == Some(&p.dist.from_unit(xk))
+            });
+            if drawn_here && st.asked.len() < st.lambda {
+                st.asked.push((t.number, x));
             }
         }
+        self.seen = self.seen.max(ctx.number + 1);
+        st.tell_if_done(ctx.trials, dir, None);
         let x = st.ask(ctx.rng);
         if st.asked.len() < st.lambda {
             st.asked.push((ctx.number, x.clone()));

@@ -28,8 +28,11 @@ pub struct SampleContext<'a> {
     pub directions: &'a [Direction],
     /// Number of the trial being proposed.
     pub number: u64,
-    /// Randomness for this trial.
+    /// Randomness for this trial (`rng_of(number)`, unused so far).
     pub rng: &'a mut StdRng,
+    /// The RNG that trial `n` of this context gets, so a sampler whose state lives in
+    /// memory (CMA-ES) can replay how earlier trials were drawn after a resume.
+    pub rng_of: &'a dyn Fn(u64) -> StdRng,
 }
 
 /// Proposes parameters for new trials.
@@ -288,18 +291,26 @@ impl Sampler for PhasedSampler {
         let phase = &mut self.phases[pi];
         let sub = ctx.space.subspace(&phase.params);
         // The phase's sampler models only its own trials: others had different fixed values.
+        // They are numbered from the phase start, as the trial being proposed is.
         let own: Vec<Trial> = ctx
             .trials
             .iter()
             .filter(|t| t.number >= begin)
-            .cloned()
+            .map(|t| {
+                let mut t = t.clone();
+                t.number -= begin;
+                t
+            })
             .collect();
+        let parent_rng_of = ctx.rng_of;
+        let rng_of = |n: u64| parent_rng_of(n + begin);
         let mut sub_ctx = SampleContext {
             space: &sub,
             trials: &own,
             directions: ctx.directions,
             number: ctx.number - begin,
             rng: ctx.rng,
+            rng_of: &rng_of,
         };
         let proposal = phase.sampler.sample(&mut sub_ctx)?;
         for (k, v) in proposal {

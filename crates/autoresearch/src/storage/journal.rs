@@ -7,10 +7,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Op, Storage, StudyMeta, apply, check_meta, next_trial_op};
+use super::{Op, OpLog, StudyMeta, apply, check_meta};
 use crate::error::{Error, Result};
-use crate::space::Params;
-use crate::trial::{Trial, TrialState, now};
+use crate::trial::Trial;
 
 struct Cache {
     offset: u64,
@@ -110,8 +109,13 @@ impl JournalStorage {
     }
 
     /// Runs `f` with the file exclusively locked and the cache up to date; `f` returns ops
-    /// to append, which are applied and fsynced before the lock is released.
-    fn locked<T>(&self, f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>) -> Result<T> {
+    /// to append, which are applied and fsynced, then `then` reads the cache, all before the
+    /// lock is released.
+    fn locked<T, R>(
+        &self,
+        f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&Cache, T) -> Result<R>,
+    ) -> Result<R> {
         let mut c = self.lock_cache();
         let mut file = OpenOptions::new()
             .read(true)
@@ -122,112 +126,58 @@ impl JournalStorage {
         let res = (|| {
             self.sync(&mut c)?;
             let (ops, out) = f(&c)?;
-            let mut text = String::new();
-            let len = file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
-            if len > c.offset {
-                // A torn line from a killed writer: terminate it so ours starts clean.
-                text.push('\n');
+            if !ops.is_empty() {
+                let mut text = String::new();
+                let len = file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+                if len > c.offset {
+                    // A torn line from a killed writer: terminate it so ours starts clean.
+                    text.push('\n');
+                }
+                for op in &ops {
+                    text.push_str(&serde_json::to_string(op).map_err(|e| Error::Journal {
+                        path: self.path.clone(),
+                        line: c.line + 1,
+                        msg: e.to_string(),
+                    })?);
+                    text.push('\n');
+                }
+                file.write_all(text.as_bytes())
+                    .map_err(|e| Error::io(&self.path, e))?;
+                file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+                self.sync(&mut c)?;
             }
-            for op in &ops {
-                text.push_str(&serde_json::to_string(op).map_err(|e| Error::Journal {
-                    path: self.path.clone(),
-                    line: c.line + 1,
-                    msg: e.to_string(),
-                })?);
-                text.push('\n');
-            }
-            file.write_all(text.as_bytes())
-                .map_err(|e| Error::io(&self.path, e))?;
-            file.sync_data().map_err(|e| Error::io(&self.path, e))?;
-            self.sync(&mut c)?;
-            Ok(out)
+            then(&c, out)
         })();
         let _ = file.unlock();
         res
     }
-
-    fn append(&self, op: Op) -> Result<()> {
-        self.locked(|_| Ok((vec![op], ())))
-    }
 }
 
-impl Storage for JournalStorage {
-    fn open_study(&self, meta: &StudyMeta) -> Result<StudyMeta> {
-        self.locked(|c| match &c.meta {
-            Some(stored) => {
-                check_meta(stored, meta)?;
-                Ok((vec![], stored.clone()))
-            }
-            None => Ok((vec![Op::Study { meta: meta.clone() }], meta.clone())),
-        })
+impl OpLog for JournalStorage {
+    fn open_log(&self, meta: &StudyMeta) -> Result<StudyMeta> {
+        self.locked(
+            |c| match &c.meta {
+                Some(stored) => {
+                    check_meta(stored, meta)?;
+                    Ok((vec![], stored.clone()))
+                }
+                None => Ok((vec![Op::Study { meta: meta.clone() }], meta.clone())),
+            },
+            |_, m| Ok(m),
+        )
     }
 
-    fn create_trial(
+    fn transact<T, R>(
         &self,
-        worker: &str,
-        propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
-    ) -> Result<Trial> {
-        let number = self.locked(|c| {
-            let op = next_trial_op(&c.trials, worker, propose)?;
-            let n = match &op {
-                Op::Claim { number, .. } | Op::Create { number, .. } => *number,
-                _ => unreachable!("next_trial_op returns create or claim"),
-            };
-            Ok((vec![op], n))
-        })?;
-        Ok(self.lock_cache().trials[number as usize].clone())
+        f: impl FnOnce(&[Trial]) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&[Trial], T) -> Result<R>,
+    ) -> Result<R> {
+        self.locked(|c| f(&c.trials), |c, out| then(&c.trials, out))
     }
 
-    fn enqueue(&self, params: &Params, retry_of: Option<u64>) -> Result<u64> {
-        self.locked(|c| {
-            let number = c.trials.len() as u64;
-            Ok((
-                vec![Op::Enqueue {
-                    number,
-                    params: params.clone(),
-                    retry_of,
-                    time: now(),
-                }],
-                number,
-            ))
-        })
-    }
-
-    fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
-        self.append(Op::Report {
-            number,
-            step,
-            value,
-        })
-    }
-
-    fn set_user_attr(&self, number: u64, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.append(Op::Attr {
-            number,
-            key: key.into(),
-            value: value.clone(),
-        })
-    }
-
-    fn finish(
-        &self,
-        number: u64,
-        state: TrialState,
-        values: Option<&[f64]>,
-        message: Option<&str>,
-    ) -> Result<()> {
-        self.append(Op::Finish {
-            number,
-            state,
-            values: values.map(<[f64]>::to_vec),
-            message: message.map(str::to_string),
-            time: now(),
-        })
-    }
-
-    fn trials(&self) -> Result<Vec<Trial>> {
+    fn read<R>(&self, f: impl FnOnce(&[Trial]) -> R) -> Result<R> {
         let mut c = self.lock_cache();
         self.sync(&mut c)?;
-        Ok(c.trials.clone())
+        Ok(f(&c.trials))
     }
 }

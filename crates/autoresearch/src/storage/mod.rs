@@ -2,7 +2,9 @@
 //! (feature `postgres`) a PostgreSQL database.
 //!
 //! Every store is a log of [`Op`]s; replaying the log rebuilds the trials, so the in-memory
-//! store, the journal file and the database store share one state machine ([`apply`]).
+//! store, the journal file and the database store share one state machine ([`apply`]). A
+//! backend implements only [`OpLog`] (open, read, append atomically); the blanket
+//! [`Storage`] impl turns every call into ops once for all of them.
 
 mod journal;
 #[cfg(feature = "postgres")]
@@ -108,6 +110,32 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The trial the op touches (`None` for the study header).
+    pub fn trial_number(&self) -> Option<u64> {
+        match self {
+            Op::Study { .. } => None,
+            Op::Create { number, .. }
+            | Op::Enqueue { number, .. }
+            | Op::Claim { number, .. }
+            | Op::Report { number, .. }
+            | Op::Attr { number, .. }
+            | Op::Finish { number, .. } => Some(*number),
+        }
+    }
+}
+
+/// A new trial must take the next number.
+fn next_in_sequence(trials: &[Trial], number: u64) -> Result<()> {
+    if number as usize == trials.len() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "trial number {number} out of sequence (expected {})",
+        trials.len()
+    )))
+}
+
 /// Applies one op to a trial list (the shared state machine of all stores).
 pub fn apply(meta: &mut Option<StudyMeta>, trials: &mut Vec<Trial>, op: Op) -> Result<()> {
     let get = |trials: &mut Vec<Trial>, n: u64| -> Result<usize> {
@@ -130,12 +158,7 @@ pub fn apply(meta: &mut Option<StudyMeta>, trials: &mut Vec<Trial>, op: Op) -> R
             worker,
             time,
         } => {
-            if number as usize != trials.len() {
-                return Err(Error::Config(format!(
-                    "trial number {number} out of sequence (expected {})",
-                    trials.len()
-                )));
-            }
+            next_in_sequence(trials, number)?;
             let mut t = Trial::new(number, params, &worker);
             t.started_at = time;
             trials.push(t);
@@ -146,12 +169,7 @@ pub fn apply(meta: &mut Option<StudyMeta>, trials: &mut Vec<Trial>, op: Op) -> R
             retry_of,
             time,
         } => {
-            if number as usize != trials.len() {
-                return Err(Error::Config(format!(
-                    "trial number {number} out of sequence (expected {})",
-                    trials.len()
-                )));
-            }
+            next_in_sequence(trials, number)?;
             let mut t = Trial::new(number, params, "");
             t.state = TrialState::Waiting;
             t.retry_of = retry_of;
@@ -232,6 +250,121 @@ pub trait Storage: Send + Sync {
     fn trials(&self) -> Result<Vec<Trial>>;
 }
 
+/// The backend half of a store: a study log that can be read, and appended to with other
+/// writers excluded. Every `OpLog` is a [`Storage`] through the blanket impl below, so a new
+/// backend supplies only its log and never re-implements the trial operations.
+pub trait OpLog: Send + Sync {
+    /// Creates the study if the log has none, otherwise checks and returns the stored one.
+    fn open_log(&self, meta: &StudyMeta) -> Result<StudyMeta>;
+
+    /// With other writers excluded and the trials up to date, `f` returns the ops to append;
+    /// they are stored durably and applied, then `then` reads the updated trials (still
+    /// excluding writers) and gives the result.
+    fn transact<T, R>(
+        &self,
+        f: impl FnOnce(&[Trial]) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&[Trial], T) -> Result<R>,
+    ) -> Result<R>;
+
+    /// Runs `f` on the trials, brought up to date with the log.
+    fn read<R>(&self, f: impl FnOnce(&[Trial]) -> R) -> Result<R>;
+}
+
+impl<L: OpLog> Storage for L {
+    fn open_study(&self, meta: &StudyMeta) -> Result<StudyMeta> {
+        self.open_log(meta)
+    }
+
+    fn create_trial(
+        &self,
+        worker: &str,
+        propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
+    ) -> Result<Trial> {
+        self.transact(
+            |trials| {
+                let (op, number) = next_trial_op(trials, worker, propose)?;
+                Ok((vec![op], number))
+            },
+            |trials, n| {
+                trials
+                    .get(usize::try_from(n).unwrap_or(usize::MAX))
+                    .cloned()
+                    .ok_or(Error::UnknownTrial(n))
+            },
+        )
+    }
+
+    fn enqueue(&self, params: &Params, retry_of: Option<u64>) -> Result<u64> {
+        self.transact(
+            |trials| {
+                let number = trials.len() as u64;
+                let op = Op::Enqueue {
+                    number,
+                    params: params.clone(),
+                    retry_of,
+                    time: now(),
+                };
+                Ok((vec![op], number))
+            },
+            |_, number| Ok(number),
+        )
+    }
+
+    fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
+        append(
+            self,
+            Op::Report {
+                number,
+                step,
+                value,
+            },
+        )
+    }
+
+    fn set_user_attr(&self, number: u64, key: &str, value: &serde_json::Value) -> Result<()> {
+        append(
+            self,
+            Op::Attr {
+                number,
+                key: key.into(),
+                value: value.clone(),
+            },
+        )
+    }
+
+    fn finish(
+        &self,
+        number: u64,
+        state: TrialState,
+        values: Option<&[f64]>,
+        message: Option<&str>,
+    ) -> Result<()> {
+        // Stamped while writers are excluded, so finish and create times follow the log
+        // order (CMA-ES rebuilds its generations from them).
+        self.transact(
+            |_| {
+                let op = Op::Finish {
+                    number,
+                    state,
+                    values: values.map(<[f64]>::to_vec),
+                    message: message.map(str::to_string),
+                    time: now(),
+                };
+                Ok((vec![op], ()))
+            },
+            |_, ()| Ok(()),
+        )
+    }
+
+    fn trials(&self) -> Result<Vec<Trial>> {
+        self.read(<[Trial]>::to_vec)
+    }
+}
+
+fn append(log: &impl OpLog, op: Op) -> Result<()> {
+    log.transact(|_| Ok((vec![op], ())), |_, ()| Ok(()))
+}
+
 /// A store that lives in this process only.
 #[derive(Debug, Default)]
 pub struct InMemoryStorage {
@@ -244,16 +377,10 @@ impl InMemoryStorage {
         Self::default()
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Option<StudyMeta>, &mut Vec<Trial>) -> Result<T>,
-    ) -> Result<T> {
-        let mut g = self
-            .state
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<StudyMeta>, Vec<Trial>)> {
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (m, t) = &mut *g;
-        f(m, t)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -270,125 +397,58 @@ pub(crate) fn check_meta(stored: &StudyMeta, wanted: &StudyMeta) -> Result<()> {
     Ok(())
 }
 
-/// Builds the op for a new trial, claiming the oldest waiting one if any.
+/// Builds the op for a new trial, claiming the oldest waiting one if any, and gives the
+/// trial's number.
 pub(crate) fn next_trial_op(
     trials: &[Trial],
     worker: &str,
     propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
-) -> Result<Op> {
+) -> Result<(Op, u64)> {
     if let Some(w) = trials.iter().find(|t| t.state == TrialState::Waiting) {
-        return Ok(Op::Claim {
+        let op = Op::Claim {
             number: w.number,
             worker: worker.to_string(),
             time: now(),
-        });
+        };
+        return Ok((op, w.number));
     }
     let number = trials.len() as u64;
     let params = propose(number, trials)?;
-    Ok(Op::Create {
+    let op = Op::Create {
         number,
         params,
         worker: worker.to_string(),
         time: now(),
-    })
+    };
+    Ok((op, number))
 }
 
-impl Storage for InMemoryStorage {
-    fn open_study(&self, meta: &StudyMeta) -> Result<StudyMeta> {
-        self.with(|m, _| {
-            if let Some(stored) = m {
-                check_meta(stored, meta)?;
-                return Ok(stored.clone());
-            }
-            *m = Some(meta.clone());
-            Ok(meta.clone())
-        })
+impl OpLog for InMemoryStorage {
+    fn open_log(&self, meta: &StudyMeta) -> Result<StudyMeta> {
+        let mut g = self.lock();
+        if let Some(stored) = &g.0 {
+            check_meta(stored, meta)?;
+            return Ok(stored.clone());
+        }
+        g.0 = Some(meta.clone());
+        Ok(meta.clone())
     }
 
-    fn create_trial(
+    fn transact<T, R>(
         &self,
-        worker: &str,
-        propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
-    ) -> Result<Trial> {
-        self.with(|m, t| {
-            let op = next_trial_op(t, worker, propose)?;
-            let n = match &op {
-                Op::Claim { number, .. } | Op::Create { number, .. } => *number,
-                _ => unreachable!("next_trial_op returns create or claim"),
-            };
-            apply(m, t, op)?;
-            Ok(t[n as usize].clone())
-        })
+        f: impl FnOnce(&[Trial]) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&[Trial], T) -> Result<R>,
+    ) -> Result<R> {
+        let mut g = self.lock();
+        let (meta, trials) = &mut *g;
+        let (ops, out) = f(trials)?;
+        for op in ops {
+            apply(meta, trials, op)?;
+        }
+        then(trials, out)
     }
 
-    fn enqueue(&self, params: &Params, retry_of: Option<u64>) -> Result<u64> {
-        self.with(|m, t| {
-            let number = t.len() as u64;
-            apply(
-                m,
-                t,
-                Op::Enqueue {
-                    number,
-                    params: params.clone(),
-                    retry_of,
-                    time: now(),
-                },
-            )?;
-            Ok(number)
-        })
-    }
-
-    fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
-        self.with(|m, t| {
-            apply(
-                m,
-                t,
-                Op::Report {
-                    number,
-                    step,
-                    value,
-                },
-            )
-        })
-    }
-
-    fn set_user_attr(&self, number: u64, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.with(|m, t| {
-            apply(
-                m,
-                t,
-                Op::Attr {
-                    number,
-                    key: key.into(),
-                    value: value.clone(),
-                },
-            )
-        })
-    }
-
-    fn finish(
-        &self,
-        number: u64,
-        state: TrialState,
-        values: Option<&[f64]>,
-        message: Option<&str>,
-    ) -> Result<()> {
-        self.with(|m, t| {
-            apply(
-                m,
-                t,
-                Op::Finish {
-                    number,
-                    state,
-                    values: values.map(<[f64]>::to_vec),
-                    message: message.map(str::to_string),
-                    time: now(),
-                },
-            )
-        })
-    }
-
-    fn trials(&self) -> Result<Vec<Trial>> {
-        self.with(|_, t| Ok(t.clone()))
+    fn read<R>(&self, f: impl FnOnce(&[Trial]) -> R) -> Result<R> {
+        Ok(f(&self.lock().1))
     }
 }

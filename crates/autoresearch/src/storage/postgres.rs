@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, Transaction};
 
-use super::{Op, Storage, StudyMeta, apply, check_meta, next_trial_op};
+use super::{Op, OpLog, StudyMeta, apply, check_meta};
 use crate::error::{Error, Result};
-use crate::space::Params;
-use crate::trial::{Trial, TrialState, now};
+use crate::trial::Trial;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS autoresearch_studies (
@@ -127,7 +126,7 @@ fn redact(url: &str) -> String {
 impl PostgresStorage {
     /// Connects to `url` (`postgres://user:pass@host:port/db`) and binds the study `name`;
     /// creates the tables if they do not exist. The study itself is created by
-    /// [`Storage::open_study`] (its stored name is `name`, whatever the meta says).
+    /// [`Storage::open_study`](super::Storage::open_study) (its stored name is `name`, whatever the meta says).
     pub fn connect(url: &str, name: &str) -> Result<Self> {
         let shown = redact(url);
         let mut config = postgres::Config::from_str(url)
@@ -248,12 +247,8 @@ impl PostgresStorage {
     }
 
     /// Runs `f` in a transaction holding the study row lock, with the cache up to date;
-    /// the ops `f` returns are stored (op log and trial rows) and committed together.
-    fn write<T>(&self, f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>) -> Result<T> {
-        self.write_then(f, |_, out| Ok(out))
-    }
-
-    /// [`Self::write`], then `then` reads the updated cache under the same lock.
+    /// the ops `f` returns are stored (op log and trial rows) and committed together, then
+    /// `then` reads the updated cache under the same lock.
     fn write_then<T, R>(
         &self,
         f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>,
@@ -303,15 +298,7 @@ impl PostgresStorage {
     fn store_op(&self, tx: &mut Transaction<'_>, cache: &mut Cache, id: i64, op: Op) -> Result<()> {
         let text = serde_json::to_string(&op)
             .map_err(|e| Error::Database(format!("study `{}`: encoding op: {e}", self.name)))?;
-        let number = match &op {
-            Op::Study { .. } => None,
-            Op::Create { number, .. }
-            | Op::Enqueue { number, .. }
-            | Op::Claim { number, .. }
-            | Op::Report { number, .. }
-            | Op::Attr { number, .. }
-            | Op::Finish { number, .. } => Some(*number),
-        };
+        let number = op.trial_number();
         let is_new = matches!(op, Op::Create { .. } | Op::Enqueue { .. });
         let seq = cache.seq + 1;
         tx.execute(
@@ -347,17 +334,13 @@ impl PostgresStorage {
         .map_err(|e| self.err(&format!("recording trial {number}"), &e))?;
         Ok(())
     }
-
-    fn append(&self, op: Op) -> Result<()> {
-        self.write(|_| Ok((vec![op], ())))
-    }
 }
 
 const OPS_SINCE: &str =
     "SELECT seq, op::text FROM autoresearch_ops WHERE study_id = $1 AND seq > $2 ORDER BY seq";
 
-impl Storage for PostgresStorage {
-    fn open_study(&self, meta: &StudyMeta) -> Result<StudyMeta> {
+impl OpLog for PostgresStorage {
+    fn open_log(&self, meta: &StudyMeta) -> Result<StudyMeta> {
         let mut meta = meta.clone();
         meta.name.clone_from(&self.name);
         let text = serde_json::to_string(&meta)
@@ -410,79 +393,17 @@ impl Storage for PostgresStorage {
         Ok(stored)
     }
 
-    fn create_trial(
+    fn transact<T, R>(
         &self,
-        worker: &str,
-        propose: &mut dyn FnMut(u64, &[Trial]) -> Result<Params>,
-    ) -> Result<Trial> {
-        self.write_then(
-            |c| {
-                let op = next_trial_op(&c.trials, worker, propose)?;
-                let n = match &op {
-                    Op::Claim { number, .. } | Op::Create { number, .. } => *number,
-                    _ => unreachable!("next_trial_op returns create or claim"),
-                };
-                Ok((vec![op], n))
-            },
-            |c, n| {
-                c.trials
-                    .get(usize::try_from(n).unwrap_or(usize::MAX))
-                    .cloned()
-                    .ok_or(Error::UnknownTrial(n))
-            },
-        )
+        f: impl FnOnce(&[Trial]) -> Result<(Vec<Op>, T)>,
+        then: impl FnOnce(&[Trial], T) -> Result<R>,
+    ) -> Result<R> {
+        self.write_then(|c| f(&c.trials), |c, out| then(&c.trials, out))
     }
 
-    fn enqueue(&self, params: &Params, retry_of: Option<u64>) -> Result<u64> {
-        self.write(|c| {
-            let number = c.trials.len() as u64;
-            Ok((
-                vec![Op::Enqueue {
-                    number,
-                    params: params.clone(),
-                    retry_of,
-                    time: now(),
-                }],
-                number,
-            ))
-        })
-    }
-
-    fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
-        self.append(Op::Report {
-            number,
-            step,
-            value,
-        })
-    }
-
-    fn set_user_attr(&self, number: u64, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.append(Op::Attr {
-            number,
-            key: key.into(),
-            value: value.clone(),
-        })
-    }
-
-    fn finish(
-        &self,
-        number: u64,
-        state: TrialState,
-        values: Option<&[f64]>,
-        message: Option<&str>,
-    ) -> Result<()> {
-        self.append(Op::Finish {
-            number,
-            state,
-            values: values.map(<[f64]>::to_vec),
-            message: message.map(str::to_string),
-            time: now(),
-        })
-    }
-
-    fn trials(&self) -> Result<Vec<Trial>> {
+    fn read<R>(&self, f: impl FnOnce(&[Trial]) -> R) -> Result<R> {
         let mut g = self.lock()?;
         self.catch_up(&mut g)?;
-        Ok(g.cache.trials.clone())
+        Ok(f(&g.cache.trials))
     }
 }
