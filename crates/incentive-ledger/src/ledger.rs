@@ -187,15 +187,15 @@ impl Ledger {
         let index = self.log.len();
         self.state.apply(sm, index, self.log.tree())?;
         self.remember_key(sm);
-        let bytes = sm.to_bytes();
-        match self.log.append(&[&bytes]) {
-            Ok(i) => Ok(i),
-            Err(e) => {
-                // State already moved; only a reopen (replay from disk) is trustworthy now.
-                self.poisoned = true;
-                Err(e)
-            }
-        }
+        self.commit(&[&sm.to_bytes()])
+    }
+
+    /// The ledger's one durable write, after admission already moved the state: a failure
+    /// leaves only a reopen (replay from disk) trustworthy, so it poisons the ledger.
+    fn commit(&mut self, entries: &[&[u8]]) -> Result<u64> {
+        let r = self.log.append(entries);
+        self.poisoned |= r.is_err();
+        r
     }
 
     /// Parses untrusted bytes and submits them.
@@ -241,10 +241,7 @@ impl Ledger {
             }
         }
         let refs: Vec<&[u8]> = accepted.iter().map(Vec::as_slice).collect();
-        if let Err(e) = self.log.append(&refs) {
-            self.poisoned = true;
-            return Err(e);
-        }
+        self.commit(&refs)?;
         Ok(out)
     }
 

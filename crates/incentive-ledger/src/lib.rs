@@ -44,7 +44,7 @@
 //!
 //! Layers, bottom up: [`codec`] (canonical encoding) → [`identity`] (Ed25519, strict checks)
 //! → [`record`] (signed message kinds) → [`merkle`] (RFC 6962 tree and proofs) → [`store`]
-//! (durable [`store::Store`] on redb) → [`checkpoint`] + [`log`] (checkpointed log) →
+//! (durable [`store::Store`] on redb behind the write-ahead log [`wal`]) → [`checkpoint`] + [`log`] (checkpointed log) →
 //! [`rewards`] (scorer, median, emission, split) → [`state`] (admission rules, replay) →
 //! [`ledger`] (durable ingest, operator actions, verification). [`demo`] simulates rounds.
 //! Threat model and formats: `docs/ledger.md`.
@@ -61,5 +61,6 @@ pub mod record;
 pub mod rewards;
 pub mod state;
 pub mod store;
+pub mod wal;
 
 pub use error::{Error, Rejection, Result};

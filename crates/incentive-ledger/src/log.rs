@@ -28,6 +28,8 @@ use crate::store::{RedbStore, Store};
 
 /// File name of the entry database inside a ledger directory.
 pub const DB_FILE: &str = "log.redb";
+/// File name of the database's write-ahead log (see [`crate::wal`]).
+pub const WAL_FILE: &str = "log.redb-wal";
 /// File name of the side checkpoint inside a ledger directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 
@@ -479,8 +481,13 @@ impl<S: Store> Log<S> {
         Ok(())
     }
 
-    /// Closes the log, bringing the side checkpoint up to date first (see [`Log::sync_side`]).
+    /// Closes the log: the store absorbs its write-ahead log ([`Store::flush`]) and the side
+    /// checkpoint is brought up to date (see [`Log::sync_side`]).
     pub fn close(mut self) -> Result<()> {
+        self.check()?;
+        if let Err(e) = self.store.flush() {
+            return Err(self.poison(&e));
+        }
         self.sync_side()
     }
 
@@ -540,6 +547,17 @@ mod tests {
         let (leaf, p) = log.inclusion_proof(1).unwrap();
         verify_inclusion(&leaf, 1, 3, &p, &log.checkpoint().root).unwrap();
         assert_eq!(leaf, leaf_hash(b"b"));
+        assert_eq!(
+            crate::store::wal_path(Path::new(DB_FILE)),
+            Path::new(WAL_FILE)
+        );
+    }
+
+    /// Copies a database file together with its WAL (the two are one state).
+    fn cp(from: impl AsRef<Path>, to: impl AsRef<Path>) {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        std::fs::copy(from, to).unwrap();
+        std::fs::copy(crate::store::wal_path(from), crate::store::wal_path(to)).unwrap();
     }
 
     fn reopen(d: &Path, op: &PublicKey) -> Result<Log> {
@@ -558,7 +576,7 @@ mod tests {
         }
         log.close().unwrap();
         let old = dir.path().join("old.redb");
-        std::fs::copy(d.join(DB_FILE), &old).unwrap();
+        cp(d.join(DB_FILE), &old);
         // Side file refreshed at close: it now covers all 10 entries.
         assert_eq!(
             Checkpoint::read(&d.join(CHECKPOINT_FILE), None)
@@ -585,13 +603,13 @@ mod tests {
         assert_eq!(log.side_checkpoint().size, 10);
         log.drop_like_a_crash();
         let backup_new = dir.path().join("new.redb");
-        std::fs::copy(d.join(DB_FILE), &backup_new).unwrap();
-        std::fs::copy(&old, d.join(DB_FILE)).unwrap();
+        cp(d.join(DB_FILE), &backup_new);
+        cp(&old, d.join(DB_FILE));
         assert_eq!(reopen(&d, &op).unwrap().len(), 10);
 
         // Outside the window: once the side file covers the newer entry (close, drop, policy or
         // open with the key), the same rollback is an error.
-        std::fs::copy(&backup_new, d.join(DB_FILE)).unwrap();
+        cp(&backup_new, d.join(DB_FILE));
         let log = Log::open(
             &d,
             Some(&op),
@@ -601,12 +619,12 @@ mod tests {
         .unwrap();
         assert_eq!(log.side_checkpoint().size, 11);
         drop(log);
-        std::fs::copy(&old, d.join(DB_FILE)).unwrap();
+        cp(&old, d.join(DB_FILE));
         let e = reopen(&d, &op).unwrap_err();
         assert!(e.to_string().contains("truncated or rolled back"), "{e}");
 
         // With the side file refreshed on every append there is no window at all.
-        std::fs::copy(&backup_new, d.join(DB_FILE)).unwrap();
+        cp(&backup_new, d.join(DB_FILE));
         let mut log = Log::open(
             &d,
             Some(&op),
@@ -615,10 +633,10 @@ mod tests {
         )
         .unwrap();
         log.set_side_policy(SidePolicy::EVERY_APPEND);
-        std::fs::copy(d.join(DB_FILE), &old).unwrap();
+        cp(d.join(DB_FILE), &old);
         log.append(&[b"newest"]).unwrap();
         log.drop_like_a_crash();
-        std::fs::copy(&old, d.join(DB_FILE)).unwrap();
+        cp(&old, d.join(DB_FILE));
         let e = reopen(&d, &op).unwrap_err();
         assert!(e.to_string().contains("truncated or rolled back"), "{e}");
     }
@@ -707,8 +725,8 @@ mod tests {
         log.close().unwrap();
         let db = d.join(DB_FILE);
         let fresh = dir.path().join("fresh.redb");
-        std::fs::copy(&db, &fresh).unwrap();
-        let restore = || std::fs::copy(&fresh, &db).unwrap();
+        cp(&db, &fresh);
+        let restore = || cp(&fresh, &db);
 
         // An entry changed in place.
         let mut s = RedbStore::open(&db).unwrap();

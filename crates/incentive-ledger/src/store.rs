@@ -1,7 +1,8 @@
 //! Durable entry storage behind the [`Store`] trait; [`RedbStore`] is the default backend.
 //!
 //! Contract: when `append` returns `Ok`, the entries and the checkpoint committed with them survive
-//! kill -9 and power loss, together: one commit is one durable point. Any
+//! kill -9 and power loss, together: one append is one durable point (for [`RedbStore`], one WAL
+//! frame and its `fdatasync`; see [`crate::wal`]). Any
 //! failed durable write poisons the store: every later call returns [`Error::Poisoned`], because
 //! after a failed fsync Linux may have dropped the dirty pages and a retry could falsely succeed
 //! (fsyncgate). The owner must drop the store and reopen, which re-verifies everything.
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::wal::{self, Wal};
 
 /// Append-only storage of opaque entries indexed from 0.
 pub trait Store {
@@ -29,6 +31,11 @@ pub trait Store {
     /// Appends `entries` (possibly none) and replaces the stored checkpoint with `checkpoint`,
     /// all in one atomic, durable commit; returns the index of the first entry.
     fn append(&mut self, entries: &[&[u8]], checkpoint: &[u8]) -> Result<u64>;
+    /// Moves what is durable only in a write-ahead log into the main store, if the store has one
+    /// (appends are durable without it; this bounds recovery work and the log's size).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs `f`, turning a panic inside redb (it panics on some corrupted files, e.g. "Malformed
@@ -113,25 +120,45 @@ fn unchunk<'a>(path: &Path, first: u64, value: &'a [u8]) -> Result<Vec<&'a [u8]>
 }
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const CHECKPOINT_KEY: &str = "checkpoint";
+/// Salt of the live WAL generation (`u64`, big-endian); changes only in durable commits.
+const WAL_SALT_KEY: &str = "wal_salt";
 
-/// [`Store`] on redb: one write transaction per append call, holding the entries and the new
-/// checkpoint, committed with `Durability::Immediate`. A batch is all-or-nothing and acknowledged
-/// only after the commit's fsync.
+/// How a write transaction is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// `Durability::None`: visible at once, on disk only with the next durable commit. Used only
+    /// for data already durable in the WAL.
+    Volatile,
+    /// `Durability::Immediate` plus a fresh WAL salt: the database now holds everything the WAL
+    /// held, so the WAL restarts.
+    Durable,
+}
+
+/// [`Store`] on redb behind a write-ahead log (see [`crate::wal`]), like SQLite's WAL in front of
+/// its B-tree. An append is one checksummed frame written at the end of the preallocated file
+/// `<db>-wal` and one `fdatasync` (the acknowledgement), then the same entries and checkpoint in
+/// one redb transaction committed with `Durability::None`. The database absorbs the WAL (one
+/// durable commit that also stores a new WAL salt) when the WAL is full, on
+/// [`Store::flush`], on drop and after recovery; a frame larger than the whole WAL goes straight
+/// to a durable commit.
 ///
-/// By default redb commits in one phase (one fsync; the new commit slot is protected by a
-/// checksum). redb documents a theoretical attack on that mode: a workload-controlling attacker
-/// who can also crash the machine mid-fsync could get a *partially written, unacknowledged*
-/// transaction accepted. Here such a state cannot pass [`crate::log::Log::open`]: the entries and
-/// the operator-signed checkpoint share the transaction, and open requires the entry count and
-/// Merkle root to equal what that checkpoint signs, so a torn commit is reported as an integrity
-/// error instead of being used. [`RedbStore::with_two_phase_commit`] restores redb's two-fsync
-/// protocol for callers that prefer it.
+/// On open, the database is what its last durable commit left (redb discards non-durable
+/// commits after a crash) and the WAL frames of the live salt are replayed on top: a torn last
+/// frame (never acknowledged) is dropped; a damaged frame followed by valid ones, a frame out of
+/// sequence or a malformed frame is an [`Error::Integrity`], and nothing is dropped silently.
+/// Durable commits use redb's one-phase protocol by default; [`RedbStore::with_two_phase_commit`]
+/// restores the two-fsync protocol for them. Torn redb commits cannot pass
+/// [`crate::log::Log::open`] either way: entries and the operator-signed checkpoint share every
+/// transaction, and open requires count and Merkle root to equal what it signs.
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    wal: Wal,
     len: u64,
     two_phase: bool,
     poisoned: Option<String>,
+    recovered: usize,
+    absorptions: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -143,8 +170,16 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Path of the WAL beside database `db`: the same name with `-wal` appended.
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
 impl RedbStore {
-    /// Opens or creates the database file. Entries must be the contiguous range `0..len`.
+    /// Opens or creates the database file and its WAL, replaying the WAL's acknowledged frames.
+    /// Entries must be the contiguous range `0..len`.
     pub fn open(path: &Path) -> Result<Self> {
         guard(path, || {
             let db = Database::create(path).map_err(|e| Error::Db {
@@ -156,7 +191,7 @@ impl RedbStore {
     }
 
     /// Opens a database on a custom redb storage backend (fault injection in tests); `path`
-    /// only names it in errors.
+    /// names it in errors and places the WAL beside it.
     pub fn open_backend(backend: impl redb::StorageBackend, path: &Path) -> Result<Self> {
         let db = Database::builder()
             .create_with_backend(backend)
@@ -172,27 +207,137 @@ impl RedbStore {
             path: path.to_path_buf(),
             what,
         };
+        let tx = db.begin_write().map_err(|e| db_err(e.to_string()))?;
+        let salt = (|| -> std::result::Result<u64, redb::Error> {
+            tx.open_table(ENTRIES)?;
+            let mut m = tx.open_table(META)?;
+            let stored = m.get(WAL_SALT_KEY)?.map(|v| v.value().to_vec());
+            if let Some(s) = stored.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+                return Ok(u64::from_be_bytes(s));
+            }
+            let s = fresh_salt();
+            m.insert(WAL_SALT_KEY, &s.to_be_bytes()[..])?;
+            Ok(s)
+        })()
+        .map_err(|e| db_err(e.to_string()))?;
+        tx.commit().map_err(|e| db_err(e.to_string()))?;
+        let len = {
+            let rtx = db.begin_read().map_err(|e| db_err(e.to_string()))?;
+            let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
+            // Length = last chunk's key + its entry count; contiguity is checked by every scan.
+            let last = t.last().map_err(|e| db_err(e.to_string()))?;
+            match last {
+                None => 0,
+                Some((k, v)) => k.value() + unchunk(path, k.value(), v.value())?.len() as u64,
+            }
+        };
+        let (wal, frames) = Wal::open(&wal_path(path), salt, len)?;
         let mut s = Self {
             db,
             path: path.to_path_buf(),
-            len: 0,
+            wal,
+            len,
             two_phase: false,
             poisoned: None,
+            recovered: frames.len(),
+            absorptions: 0,
         };
-        let tx = s.db.begin_write().map_err(|e| db_err(e.to_string()))?;
-        tx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
-        tx.open_table(META).map_err(|e| db_err(e.to_string()))?;
-        tx.commit().map_err(|e| db_err(e.to_string()))?;
-        let rtx = s.db.begin_read().map_err(|e| db_err(e.to_string()))?;
-        let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
-        // Length = last chunk's key + its entry count; contiguity is checked by every scan.
-        let last = t.last().map_err(|e| db_err(e.to_string()))?;
-        let n = match last {
-            None => 0,
-            Some((k, v)) => k.value() + unchunk(path, k.value(), v.value())?.len() as u64,
-        };
-        s.len = n;
+        for f in &frames {
+            let refs: Vec<&[u8]> = f.entries.iter().map(Vec::as_slice).collect();
+            s.write(&refs, Some(&f.checkpoint), Commit::Volatile)
+                .map_err(db_err)?;
+        }
+        if !frames.is_empty() {
+            s.write(&[], None, Commit::Durable).map_err(db_err)?;
+        }
         Ok(s)
+    }
+
+    /// The one write path of the store: appends `entries` after the current length (chunked),
+    /// replaces the stored checkpoint when given, and commits as `how` says.
+    fn write(
+        &mut self,
+        entries: &[&[u8]],
+        checkpoint: Option<&[u8]>,
+        how: Commit,
+    ) -> std::result::Result<(), String> {
+        let first = self.len;
+        self.transact(how, |tx| {
+            let mut t = tx.open_table(ENTRIES)?;
+            for (i, v) in chunk_entries(entries) {
+                t.insert(first + i as u64, v.as_slice())?;
+            }
+            if let Some(cp) = checkpoint {
+                tx.open_table(META)?.insert(CHECKPOINT_KEY, cp)?;
+            }
+            Ok(())
+        })?;
+        self.len += entries.len() as u64;
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction committed as `how` says; a durable commit also stores a
+    /// fresh WAL salt and restarts the WAL, since the database then holds all the WAL held.
+    fn transact(
+        &mut self,
+        how: Commit,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> std::result::Result<(), String> {
+        let salt = fresh_salt();
+        let run = || -> std::result::Result<(), redb::Error> {
+            let mut tx = self.db.begin_write()?;
+            match how {
+                Commit::Volatile => tx.set_durability(Durability::None)?,
+                Commit::Durable => {
+                    tx.set_durability(Durability::Immediate)?;
+                    tx.set_two_phase_commit(self.two_phase);
+                    tx.open_table(META)?
+                        .insert(WAL_SALT_KEY, &salt.to_be_bytes()[..])?;
+                }
+            }
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        };
+        run().map_err(|e| e.to_string())?;
+        if how == Commit::Durable {
+            self.wal.restart(salt);
+            self.absorptions += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes the database durably hold everything the WAL holds, so the WAL can restart.
+    fn absorb(&mut self) -> std::result::Result<(), String> {
+        self.write(&[], None, Commit::Durable)
+    }
+
+    fn append_inner(
+        &mut self,
+        entries: &[&[u8]],
+        checkpoint: &[u8],
+    ) -> std::result::Result<(), String> {
+        let bytes = wal::HEADER_BYTES
+            + entries.iter().map(|e| 4 + e.len()).sum::<usize>()
+            + checkpoint.len();
+        if !self.wal.can_hold(bytes) {
+            return self.write(entries, Some(checkpoint), Commit::Durable);
+        }
+        if !self.wal.fits(bytes) {
+            self.absorb()?;
+        }
+        let frame = wal::encode(self.wal.salt(), self.len, entries, checkpoint);
+        self.wal.write(&frame).map_err(|e| e.to_string())?;
+        // The frame is the durable copy; this commit only makes the entries readable.
+        self.write(entries, Some(checkpoint), Commit::Volatile)
+    }
+
+    fn poison(&mut self, what: String) -> Error {
+        self.poisoned = Some(what.clone());
+        Error::Poisoned {
+            path: self.path.clone(),
+            what,
+        }
     }
 
     fn scan_inner(&self, f: &mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
@@ -236,11 +381,23 @@ impl RedbStore {
         )))
     }
 
-    /// Commits with redb's two-phase protocol (two fsyncs per append) instead of one.
+    /// Commits the database's absorption of the WAL with redb's two-phase protocol (two fsyncs)
+    /// instead of one.
     #[must_use]
     pub fn with_two_phase_commit(mut self, enabled: bool) -> Self {
         self.two_phase = enabled;
         self
+    }
+
+    /// Number of WAL frames this open replayed into the database (acknowledged appends that
+    /// the database had not yet made durable itself, e.g. after a crash).
+    pub fn recovered_frames(&self) -> usize {
+        self.recovered
+    }
+
+    /// Number of durable database commits since open (each absorbs the WAL).
+    pub fn durable_commits(&self) -> u64 {
+        self.absorptions
     }
 
     /// Path of the database file.
@@ -265,6 +422,15 @@ impl RedbStore {
         }
     }
 
+    /// A durable raw transaction for the tamper helpers below.
+    fn tamper(
+        &mut self,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
+        self.transact(Commit::Durable, f)
+            .map_err(|what| self.db_err(what))
+    }
+
     /// Overwrites entry `index` in place, bypassing every check. Only for tamper tests.
     #[doc(hidden)]
     pub fn tamper_overwrite(&mut self, index: u64, bytes: &[u8]) -> Result<()> {
@@ -272,33 +438,24 @@ impl RedbStore {
             .chunk_of(index)?
             .ok_or_else(|| Error::Invalid(format!("no entry {index} to overwrite")))?;
         entries[usize::try_from(index - first).expect("chunk offset")] = bytes.to_vec();
-        self.tamper_put_chunk(first, &entries)
-    }
-
-    fn tamper_put_chunk(&mut self, first: u64, entries: &[Vec<u8>]) -> Result<()> {
         let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut t = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-            t.remove(first).map_err(|e| self.db_err(e))?;
+        self.tamper(|tx| {
+            let mut t = tx.open_table(ENTRIES)?;
+            t.remove(first)?;
             for (i, v) in chunk_entries(&refs) {
-                t.insert(first + i as u64, v.as_slice())
-                    .map_err(|e| self.db_err(e))?;
+                t.insert(first + i as u64, v.as_slice())?;
             }
-        }
-        tx.commit().map_err(|e| self.db_err(e))
+            Ok(())
+        })
     }
 
     /// Replaces the stored checkpoint bytes, bypassing every check. Only for tamper tests.
     #[doc(hidden)]
     pub fn tamper_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut t = tx.open_table(META).map_err(|e| self.db_err(e))?;
-            t.insert(CHECKPOINT_KEY, bytes)
-                .map_err(|e| self.db_err(e))?;
-        }
-        tx.commit().map_err(|e| self.db_err(e))
+        self.tamper(|tx| {
+            tx.open_table(META)?.insert(CHECKPOINT_KEY, bytes)?;
+            Ok(())
+        })
     }
 
     /// Deletes the last `n` entries, bypassing every check. Only for rollback tests.
@@ -306,25 +463,30 @@ impl RedbStore {
     pub fn tamper_truncate(&mut self, n: u64) -> Result<()> {
         let keep = self.len.saturating_sub(n);
         while self.len > keep {
-            let (first, mut entries) = self
+            let (first, entries) = self
                 .chunk_of(self.len - 1)?
                 .ok_or_else(|| Error::Invalid("store shorter than its length".into()))?;
-            let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
-            {
-                let mut t = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-                t.remove(first).map_err(|e| self.db_err(e))?;
-            }
-            tx.commit().map_err(|e| self.db_err(e))?;
+            self.tamper(|tx| {
+                tx.open_table(ENTRIES)?.remove(first)?;
+                Ok(())
+            })?;
+            self.len = first;
             if first < keep {
-                entries.truncate(usize::try_from(keep - first).expect("chunk offset"));
-                self.tamper_put_chunk(first, &entries)?;
-                self.len = keep;
-            } else {
-                self.len = first;
+                let refs: Vec<&[u8]> = entries[..usize::try_from(keep - first).expect("offset")]
+                    .iter()
+                    .map(Vec::as_slice)
+                    .collect();
+                self.write(&refs, None, Commit::Durable)
+                    .map_err(|what| self.db_err(what))?;
             }
         }
         Ok(())
     }
+}
+
+fn fresh_salt() -> u64 {
+    use rand::RngExt;
+    rand::rng().random()
 }
 
 impl Store for RedbStore {
@@ -361,35 +523,26 @@ impl Store for RedbStore {
     fn append(&mut self, entries: &[&[u8]], checkpoint: &[u8]) -> Result<u64> {
         self.check()?;
         let first = self.len;
-        let result = (|| -> std::result::Result<(), String> {
-            let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(Durability::Immediate)
-                .map_err(|e| e.to_string())?;
-            tx.set_two_phase_commit(self.two_phase);
-            {
-                let mut t = tx.open_table(ENTRIES).map_err(|e| e.to_string())?;
-                for (i, v) in chunk_entries(entries) {
-                    t.insert(first + i as u64, v.as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-                let mut m = tx.open_table(META).map_err(|e| e.to_string())?;
-                m.insert(CHECKPOINT_KEY, checkpoint)
-                    .map_err(|e| e.to_string())?;
-            }
-            tx.commit().map_err(|e| e.to_string())
-        })();
-        match result {
-            Ok(()) => {
-                self.len += entries.len() as u64;
-                Ok(first)
-            }
-            Err(what) => {
-                self.poisoned = Some(what.clone());
-                Err(Error::Poisoned {
-                    path: self.path.clone(),
-                    what,
-                })
-            }
+        match self.append_inner(entries, checkpoint) {
+            Ok(()) => Ok(first),
+            Err(what) => Err(self.poison(what)),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.check()?;
+        if self.wal.is_empty() {
+            return Ok(());
+        }
+        self.absorb().map_err(|what| self.poison(what))
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // Best effort: frames left in the WAL are replayed on the next open anyway.
+        if self.poisoned.is_none() && !self.wal.is_empty() {
+            let _ = self.absorb();
         }
     }
 }
@@ -512,28 +665,34 @@ mod tests {
         }
     }
 
+    fn failing_store(p: &Path, fail: &Arc<AtomicBool>) -> RedbStore {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap();
+        let backend = FailingSync {
+            inner: redb::backends::FileBackend::new(file).unwrap(),
+            fail: fail.clone(),
+        };
+        RedbStore::open_backend(backend, p).unwrap()
+    }
+
     #[test]
     fn failed_fsync_poisons_the_store_and_nothing_unacknowledged_appears() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.redb");
+        // The acknowledging fsync is the WAL's: it fails during an append.
         let fail = Arc::new(AtomicBool::new(false));
         {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&p)
-                .unwrap();
-            let backend = FailingSync {
-                inner: redb::backends::FileBackend::new(file).unwrap(),
-                fail: fail.clone(),
-            };
-            let mut s = RedbStore::open_backend(backend, &p).unwrap();
+            let mut s = failing_store(&p, &Arc::new(AtomicBool::new(false)));
+            s.wal.fail_sync = Some(fail.clone());
             s.append(&[b"kept"], b"cp-kept").unwrap();
             fail.store(true, Ordering::SeqCst);
             let e = s.append(&[b"lost"], b"cp-lost").unwrap_err();
-            assert!(e.to_string().contains("injected EIO"), "{e}");
+            assert!(e.to_string().contains("injected EIO on WAL fsync"), "{e}");
             fail.store(false, Ordering::SeqCst);
             // Even with a healthy disk again, the store refuses: a retried fsync could lie.
             assert!(matches!(
@@ -544,7 +703,7 @@ mod tests {
         }
         let s = RedbStore::open(&p).unwrap();
         assert_eq!(s.get(0).unwrap(), b"kept");
-        // Entries and checkpoint move together: whichever commit survived, they match.
+        // Entries and checkpoint move together: whichever frame survived, they match.
         let n = s.len().unwrap();
         assert!(n <= 2);
         let cp = s.checkpoint().unwrap().unwrap();
@@ -556,5 +715,80 @@ mod tests {
                 &b"cp-lost"[..]
             }
         );
+        drop(s);
+
+        // The database's own fsync fails when it absorbs the WAL: poisoned too, and the WAL
+        // still brings back every acknowledged entry on reopen.
+        let fail = Arc::new(AtomicBool::new(false));
+        {
+            let mut s = failing_store(&p, &fail);
+            s.append(&[b"in-wal"], b"cp-wal").unwrap();
+            fail.store(true, Ordering::SeqCst);
+            let e = s.flush().unwrap_err();
+            assert!(e.to_string().contains("injected EIO"), "{e}");
+            assert!(matches!(s.flush(), Err(Error::Poisoned { .. })));
+            assert!(matches!(
+                s.append(&[b"x"], b"cp-x"),
+                Err(Error::Poisoned { .. })
+            ));
+        }
+        let s = RedbStore::open(&p).unwrap();
+        assert_eq!(s.len().unwrap(), n + 1);
+        assert_eq!(s.get(n).unwrap(), b"in-wal");
+        assert_eq!(s.checkpoint().unwrap().unwrap(), b"cp-wal");
+    }
+
+    /// The files as kill -9 would leave them: what was written so far, taken while the store
+    /// is still open (a clean close would make redb's pending commits durable).
+    fn crash_copy(db: &Path, to: &Path) {
+        std::fs::copy(db, to).unwrap();
+        std::fs::copy(wal_path(db), wal_path(to)).unwrap();
+    }
+
+    fn crash_restore(db: &Path, from: &Path) {
+        std::fs::copy(from, db).unwrap();
+        std::fs::copy(wal_path(from), wal_path(db)).unwrap();
+    }
+
+    #[test]
+    fn wal_frames_are_replayed_after_a_crash_and_absorbed_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.redb");
+        let snap = dir.path().join("snap.redb");
+        let rec = vec![7u8; 200];
+        let per_frame = 100;
+        let refs: Vec<&[u8]> = vec![rec.as_slice(); per_frame];
+        let frame = wal::HEADER_BYTES + per_frame * 204 + 3;
+        let frames_per_wal = usize::try_from(wal::SEGMENT_BYTES).unwrap() / frame;
+        {
+            let mut s = RedbStore::open(&p).unwrap();
+            // More than one WAL's worth: at least one absorption on the way.
+            for i in 0..frames_per_wal + 5 {
+                s.append(&refs, format!("c{:02}", i % 100).as_bytes())
+                    .unwrap();
+            }
+            assert!(!s.wal.is_empty());
+            crash_copy(&p, &snap);
+        }
+        crash_restore(&p, &snap);
+        let s = RedbStore::open(&p).unwrap();
+        let n = (frames_per_wal + 5) * per_frame;
+        assert_eq!(s.len().unwrap(), n as u64);
+        assert_eq!(s.get(n as u64 - 1).unwrap(), rec);
+        let last = format!("c{:02}", (frames_per_wal + 4) % 100);
+        assert_eq!(s.checkpoint().unwrap().unwrap(), last.as_bytes());
+        // Recovery absorbed the frames: the WAL starts a new generation.
+        assert!(s.wal.is_empty());
+        // A batch larger than the whole WAL goes straight to a durable commit.
+        let big = vec![1u8; usize::try_from(wal::SEGMENT_BYTES).unwrap()];
+        let mut s = s;
+        s.append(&[&big], b"big").unwrap();
+        assert!(s.wal.is_empty());
+        crash_copy(&p, &snap);
+        drop(s);
+        crash_restore(&p, &snap);
+        let s = RedbStore::open(&p).unwrap();
+        assert_eq!(s.len().unwrap(), n as u64 + 1);
+        assert_eq!(s.get(n as u64).unwrap(), big);
     }
 }

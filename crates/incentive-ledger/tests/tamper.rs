@@ -1,12 +1,14 @@
-//! Tamper test: flipping bytes of the stored log (database file and logical entries) or of the
-//! checkpoint is detected by `verify_dir`. Flips that land in unused database space cannot
+//! Tamper test: flipping bytes of the stored log (database file, WAL file and logical entries) or
+//! of the checkpoint is detected by `verify_dir`. Flips that land in unused database space cannot
 //! change the log; for those the test checks that the verified content is byte-identical.
 
 use std::path::Path;
 
 use incentive_ledger::demo::run_demo;
-use incentive_ledger::ledger::verify_dir;
-use incentive_ledger::log::{CHECKPOINT_FILE, DB_FILE};
+use incentive_ledger::identity::Keypair;
+use incentive_ledger::ledger::{Ledger, verify_dir};
+use incentive_ledger::log::{CHECKPOINT_FILE, DB_FILE, WAL_FILE};
+use incentive_ledger::record::{Genesis, Role};
 use incentive_ledger::store::{RedbStore, Store};
 
 fn entries(d: &Path) -> Vec<Vec<u8>> {
@@ -123,4 +125,96 @@ fn byte_flips_anywhere_in_the_database_file_never_go_unnoticed() {
         orig.len()
     );
     assert!(detected > 0);
+}
+
+/// A ledger as kill -9 leaves it with acknowledged appends still only in the WAL: the files are
+/// copied while the ledger is open (a clean drop would make the database absorb the WAL).
+fn crashed_with_live_wal() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("l");
+    let genesis = Genesis {
+        base_model: [0; 32],
+        initial_emission: 1000,
+        halving_rounds: 10,
+        cap: 1_000_000,
+        copy_threshold_ppm: 600_000,
+    };
+    let mut l = Ledger::create(&d, "wal-tamper", Keypair::from_seed([5; 32]), genesis).unwrap();
+    let frames = 6;
+    for i in 0..frames {
+        l.register(Keypair::from_seed([10 + i; 32]).public(), Role::Worker, 0)
+            .unwrap();
+    }
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    for f in [DB_FILE, WAL_FILE, CHECKPOINT_FILE] {
+        std::fs::copy(d.join(f), snap.join(f)).unwrap();
+    }
+    drop(l);
+    (dir, snap)
+}
+
+#[test]
+fn byte_flips_in_live_wal_frames_are_detected_or_drop_only_the_unacknowledged_tail() {
+    let (_t, d) = crashed_with_live_wal();
+    let work = d.parent().unwrap().join("work");
+    let reset = || {
+        std::fs::create_dir_all(&work).unwrap();
+        // The WAL itself is rewritten (flipped) before every check; open never writes it.
+        for f in [DB_FILE, CHECKPOINT_FILE] {
+            std::fs::copy(d.join(f), work.join(f)).unwrap();
+        }
+    };
+    reset();
+    std::fs::copy(d.join(WAL_FILE), work.join(WAL_FILE)).unwrap();
+    let full = verify_dir(&work, None).unwrap();
+    let all = entries(&work);
+    assert_eq!(full.entries as usize, all.len());
+    let wal = std::fs::read(d.join(WAL_FILE)).unwrap();
+    // The WAL was zero-filled at creation and this is its first generation: the live frames
+    // are everything up to the last non-zero byte; each starts with the magic "MLW1".
+    let live = wal.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let starts: Vec<usize> = (0..live)
+        .filter(|&i| wal[i..].starts_with(b"MLW1"))
+        .collect();
+    assert!(starts.len() >= 7, "{} frames", starts.len());
+    let last = *starts.last().unwrap();
+    // Every 3rd byte of every header, every 17th byte of the payloads, the last frame's last
+    // byte, and a spread after the end.
+    let mut positions: Vec<usize> = starts
+        .iter()
+        .flat_map(|&s| (s..s + incentive_ledger::wal::HEADER_BYTES).step_by(3))
+        .chain((0..live).step_by(17))
+        .chain([live - 1])
+        .chain((live..wal.len()).step_by(97_001))
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    let (mut detected, mut dropped_tail, mut inert) = (0, 0, 0);
+    for &q in &positions {
+        reset();
+        let mut b = wal.clone();
+        b[q] ^= 0x04;
+        std::fs::write(work.join(WAL_FILE), &b).unwrap();
+        match verify_dir(&work, None) {
+            Err(_) => detected += 1,
+            Ok(_) if q >= live => {
+                assert_eq!(entries(&work), all, "flip at {q} past the live frames");
+                inert += 1;
+            }
+            Ok(_) => {
+                // Only a damaged last frame may be taken for a torn, unacknowledged write: the
+                // log is then exactly the entries before it.
+                assert!(q >= last, "flip at {q} in an earlier frame went unnoticed");
+                assert_eq!(entries(&work), all[..all.len() - 1], "flip at {q}");
+                dropped_tail += 1;
+            }
+        }
+    }
+    eprintln!(
+        "WAL flips: {} positions, {detected} detected, {dropped_tail} dropped the last frame, \
+         {inert} past the live frames",
+        positions.len()
+    );
+    assert!(detected > 0 && inert > 0);
 }
