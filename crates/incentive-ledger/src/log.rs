@@ -2,9 +2,10 @@
 //! operator-signed checkpoints that pin it.
 //!
 //! Layout of a ledger directory: `log.redb` (entries plus the latest signed checkpoint, written
-//! in the same transaction) and `checkpoint` (the side checkpoint: a copy of a recent signed
-//! checkpoint kept outside the database). One append is one redb commit, i.e. one durable point
-//! (one fsync); entries and their checkpoint can never be durable without each other.
+//! in the same transaction), `log.redb-wal` (its write-ahead log, [`crate::wal`]) and
+//! `checkpoint` (the side checkpoint: a copy of a recent signed checkpoint kept outside the
+//! database). One append is one WAL frame, i.e. one durable point (one `fdatasync`); entries and
+//! their checkpoint can never be durable without each other.
 //!
 //! Why two checkpoints: the one inside the database detects any edit of the entries (count and
 //! root must equal what it signs), but a database restored from an older copy is self-consistent.
@@ -425,7 +426,7 @@ impl<S: Store> Log<S> {
         }
     }
 
-    /// Appends entries and a checkpoint covering them in one durable commit, then refreshes the
+    /// Appends entries and a checkpoint covering them in one durable write, then refreshes the
     /// side checkpoint if [`SidePolicy`] says so. Returns the index of the first entry. Once this
     /// returns `Ok`, the entries survive kill -9 and power loss. Any error poisons the log.
     pub fn append(&mut self, entries: &[&[u8]]) -> Result<u64> {

@@ -123,27 +123,16 @@ const CHECKPOINT_KEY: &str = "checkpoint";
 /// Salt of the live WAL generation (`u64`, big-endian); changes only in durable commits.
 const WAL_SALT_KEY: &str = "wal_salt";
 
-/// How a write transaction is committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
-    /// `Durability::None`: visible at once, on disk only with the next durable commit. Used only
-    /// for data already durable in the WAL.
-    Volatile,
-    /// `Durability::Immediate` plus a fresh WAL salt: the database now holds everything the WAL
-    /// held, so the WAL restarts.
-    Durable,
-}
-
 /// [`Store`] on redb behind a write-ahead log (see [`crate::wal`]), like SQLite's WAL in front of
 /// its B-tree. An append is one checksummed frame written at the end of the preallocated file
-/// `<db>-wal` and one `fdatasync` (the acknowledgement), then the same entries and checkpoint in
-/// one redb transaction committed with `Durability::None`. The database absorbs the WAL (one
-/// durable commit that also stores a new WAL salt) when the WAL is full, on
-/// [`Store::flush`], on drop and after recovery; a frame larger than the whole WAL goes straight
-/// to a durable commit.
+/// `<db>-wal` and one `fdatasync` (the acknowledgement); its entries and checkpoint are then kept
+/// in memory (at most one WAL's worth, 4 MiB) and served from there. The database absorbs them
+/// in one durable commit (which also stores a new WAL salt) when the WAL is full, on
+/// [`Store::flush`], on drop and after recovery; an append larger than the whole WAL is absorbed
+/// directly, together with what is pending.
 ///
-/// On open, the database is what its last durable commit left (redb discards non-durable
-/// commits after a crash) and the WAL frames of the live salt are replayed on top: a torn last
+/// On open, the database is what its last durable commit left and the WAL frames of the live
+/// salt are replayed on top: a torn last
 /// frame (never acknowledged) is dropped; a damaged frame followed by valid ones, a frame out of
 /// sequence or a malformed frame is an [`Error::Integrity`], and nothing is dropped silently.
 /// Durable commits use redb's one-phase protocol by default; [`RedbStore::with_two_phase_commit`]
@@ -154,7 +143,11 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     wal: Wal,
+    /// Entries in the database.
     len: u64,
+    /// Entries durable only in the WAL (they follow the database's), and their checkpoint.
+    pending: Vec<Vec<u8>>,
+    pending_cp: Option<Vec<u8>>,
     two_phase: bool,
     poisoned: Option<String>,
     recovered: usize,
@@ -165,7 +158,7 @@ impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
             .field("path", &self.path)
-            .field("len", &self.len)
+            .field("len", &(self.len + self.pending.len() as u64))
             .finish_non_exhaustive()
     }
 }
@@ -237,79 +230,79 @@ impl RedbStore {
             path: path.to_path_buf(),
             wal,
             len,
+            pending: Vec::new(),
+            pending_cp: None,
             two_phase: false,
             poisoned: None,
             recovered: frames.len(),
             absorptions: 0,
         };
-        for f in &frames {
-            let refs: Vec<&[u8]> = f.entries.iter().map(Vec::as_slice).collect();
-            s.write(&refs, Some(&f.checkpoint), Commit::Volatile)
-                .map_err(db_err)?;
+        for f in frames {
+            s.pending.extend(f.entries);
+            s.pending_cp = Some(f.checkpoint);
         }
-        if !frames.is_empty() {
-            s.write(&[], None, Commit::Durable).map_err(db_err)?;
+        if s.recovered > 0 {
+            s.absorb(&[], None).map_err(db_err)?;
         }
         Ok(s)
     }
 
-    /// The one write path of the store: appends `entries` after the current length (chunked),
-    /// replaces the stored checkpoint when given, and commits as `how` says.
-    fn write(
+    /// The one write path of the store: one durable redb transaction that appends the pending
+    /// entries and then `entries` (chunked), replaces the stored checkpoint with the newest one
+    /// given, and stores a fresh WAL salt; the WAL then restarts, since the database holds
+    /// everything it held.
+    fn absorb(
         &mut self,
         entries: &[&[u8]],
         checkpoint: Option<&[u8]>,
-        how: Commit,
     ) -> std::result::Result<(), String> {
         let first = self.len;
-        self.transact(how, |tx| {
+        let pending = std::mem::take(&mut self.pending);
+        let pending_cp = self.pending_cp.take();
+        let mut all: Vec<&[u8]> = pending.iter().map(Vec::as_slice).collect();
+        all.extend_from_slice(entries);
+        let cp = checkpoint.or(pending_cp.as_deref());
+        let n = all.len() as u64;
+        let r = self.transact(|tx| {
             let mut t = tx.open_table(ENTRIES)?;
-            for (i, v) in chunk_entries(entries) {
+            for (i, v) in chunk_entries(&all) {
                 t.insert(first + i as u64, v.as_slice())?;
             }
-            if let Some(cp) = checkpoint {
+            if let Some(cp) = cp {
                 tx.open_table(META)?.insert(CHECKPOINT_KEY, cp)?;
             }
             Ok(())
-        })?;
-        self.len += entries.len() as u64;
-        Ok(())
+        });
+        if r.is_ok() {
+            self.len += n;
+        } else {
+            self.pending = pending;
+            self.pending_cp = pending_cp;
+        }
+        r
     }
 
-    /// Runs `f` in one write transaction committed as `how` says; a durable commit also stores a
-    /// fresh WAL salt and restarts the WAL, since the database then holds all the WAL held.
+    /// Runs `f` in one durable write transaction that also stores a fresh WAL salt, then
+    /// restarts the WAL under that salt.
     fn transact(
         &mut self,
-        how: Commit,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
     ) -> std::result::Result<(), String> {
         let salt = fresh_salt();
         let run = || -> std::result::Result<(), redb::Error> {
             let mut tx = self.db.begin_write()?;
-            match how {
-                Commit::Volatile => tx.set_durability(Durability::None)?,
-                Commit::Durable => {
-                    tx.set_durability(Durability::Immediate)?;
-                    tx.set_two_phase_commit(self.two_phase);
-                    tx.open_table(META)?
-                        .insert(WAL_SALT_KEY, &salt.to_be_bytes()[..])?;
-                }
-            }
+            tx.set_durability(Durability::Immediate)?;
+            tx.set_two_phase_commit(self.two_phase);
+            tx.open_table(META)?
+                .insert(WAL_SALT_KEY, &salt.to_be_bytes()[..])?;
             f(&tx)?;
             tx.commit()?;
             Ok(())
         };
         run().map_err(|e| e.to_string())?;
-        if how == Commit::Durable {
-            self.wal.restart(salt);
-            self.absorptions += 1;
-        }
+        self.wal.restart(salt);
+        self.absorptions += 1;
         Ok(())
-    }
-
-    /// Makes the database durably hold everything the WAL holds, so the WAL can restart.
-    fn absorb(&mut self) -> std::result::Result<(), String> {
-        self.write(&[], None, Commit::Durable)
     }
 
     fn append_inner(
@@ -321,15 +314,18 @@ impl RedbStore {
             + entries.iter().map(|e| 4 + e.len()).sum::<usize>()
             + checkpoint.len();
         if !self.wal.can_hold(bytes) {
-            return self.write(entries, Some(checkpoint), Commit::Durable);
+            return self.absorb(entries, Some(checkpoint));
         }
         if !self.wal.fits(bytes) {
-            self.absorb()?;
+            self.absorb(&[], None)?;
         }
-        let frame = wal::encode(self.wal.salt(), self.len, entries, checkpoint);
+        let first = self.len + self.pending.len() as u64;
+        let frame = wal::encode(self.wal.salt(), first, entries, checkpoint);
         self.wal.write(&frame).map_err(|e| e.to_string())?;
-        // The frame is the durable copy; this commit only makes the entries readable.
-        self.write(entries, Some(checkpoint), Commit::Volatile)
+        // The frame is the durable copy; the database gets these entries at the next absorption.
+        self.pending.extend(entries.iter().map(|e| e.to_vec()));
+        self.pending_cp = Some(checkpoint.to_vec());
+        Ok(())
     }
 
     fn poison(&mut self, what: String) -> Error {
@@ -357,6 +353,10 @@ impl RedbStore {
                 f(expect, e)?;
                 expect += 1;
             }
+        }
+        for e in &self.pending {
+            f(expect, e)?;
+            expect += 1;
         }
         Ok(())
     }
@@ -422,18 +422,20 @@ impl RedbStore {
         }
     }
 
-    /// A durable raw transaction for the tamper helpers below.
+    /// A durable raw transaction for the tamper helpers below, after absorbing the WAL.
     fn tamper(
         &mut self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
     ) -> Result<()> {
-        self.transact(Commit::Durable, f)
+        self.absorb(&[], None)
+            .and_then(|()| self.transact(f))
             .map_err(|what| self.db_err(what))
     }
 
     /// Overwrites entry `index` in place, bypassing every check. Only for tamper tests.
     #[doc(hidden)]
     pub fn tamper_overwrite(&mut self, index: u64, bytes: &[u8]) -> Result<()> {
+        self.absorb(&[], None).map_err(|what| self.db_err(what))?;
         let (first, mut entries) = self
             .chunk_of(index)?
             .ok_or_else(|| Error::Invalid(format!("no entry {index} to overwrite")))?;
@@ -461,6 +463,7 @@ impl RedbStore {
     /// Deletes the last `n` entries, bypassing every check. Only for rollback tests.
     #[doc(hidden)]
     pub fn tamper_truncate(&mut self, n: u64) -> Result<()> {
+        self.absorb(&[], None).map_err(|what| self.db_err(what))?;
         let keep = self.len.saturating_sub(n);
         while self.len > keep {
             let (first, entries) = self
@@ -476,8 +479,7 @@ impl RedbStore {
                     .iter()
                     .map(Vec::as_slice)
                     .collect();
-                self.write(&refs, None, Commit::Durable)
-                    .map_err(|what| self.db_err(what))?;
+                self.absorb(&refs, None).map_err(|what| self.db_err(what))?;
             }
         }
         Ok(())
@@ -492,11 +494,17 @@ fn fresh_salt() -> u64 {
 impl Store for RedbStore {
     fn len(&self) -> Result<u64> {
         self.check()?;
-        Ok(self.len)
+        Ok(self.len + self.pending.len() as u64)
     }
 
     fn get(&self, index: u64) -> Result<Vec<u8>> {
         self.check()?;
+        if let Some(e) = index
+            .checked_sub(self.len)
+            .and_then(|i| self.pending.get(usize::try_from(i).ok()?))
+        {
+            return Ok(e.clone());
+        }
         guard(&self.path, || {
             let (first, mut entries) = self.chunk_of(index)?.ok_or_else(|| {
                 Error::Integrity(format!("{}: entry {index} missing", self.path.display()))
@@ -512,6 +520,9 @@ impl Store for RedbStore {
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>> {
         self.check()?;
+        if let Some(cp) = &self.pending_cp {
+            return Ok(Some(cp.clone()));
+        }
         guard(&self.path, || {
             let rtx = self.db.begin_read().map_err(|e| self.db_err(e))?;
             let t = rtx.open_table(META).map_err(|e| self.db_err(e))?;
@@ -522,7 +533,7 @@ impl Store for RedbStore {
 
     fn append(&mut self, entries: &[&[u8]], checkpoint: &[u8]) -> Result<u64> {
         self.check()?;
-        let first = self.len;
+        let first = self.len + self.pending.len() as u64;
         match self.append_inner(entries, checkpoint) {
             Ok(()) => Ok(first),
             Err(what) => Err(self.poison(what)),
@@ -534,7 +545,7 @@ impl Store for RedbStore {
         if self.wal.is_empty() {
             return Ok(());
         }
-        self.absorb().map_err(|what| self.poison(what))
+        self.absorb(&[], None).map_err(|what| self.poison(what))
     }
 }
 
@@ -542,7 +553,7 @@ impl Drop for RedbStore {
     fn drop(&mut self) {
         // Best effort: frames left in the WAL are replayed on the next open anyway.
         if self.poisoned.is_none() && !self.wal.is_empty() {
-            let _ = self.absorb();
+            let _ = self.absorb(&[], None);
         }
     }
 }
@@ -562,10 +573,29 @@ mod tests {
             assert_eq!(s.checkpoint().unwrap(), None);
             assert_eq!(s.append(&[b"a", b"bb"], b"cp1").unwrap(), 0);
             assert_eq!(s.append(&[b"ccc"], b"cp2").unwrap(), 2);
+            // Served from the WAL's in-memory copy until the database absorbs it.
+            assert_eq!(s.len, 0);
+            assert_eq!(s.len().unwrap(), 3);
+            assert_eq!(s.get(1).unwrap(), b"bb");
+            assert!(s.get(3).is_err());
+            assert_eq!(s.checkpoint().unwrap().as_deref(), Some(&b"cp2"[..]));
+            let mut n = 0;
+            s.scan(&mut |i, _| {
+                assert_eq!(i, n);
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, 3);
+            s.flush().unwrap();
+            assert_eq!((s.len, s.get(2).unwrap()), (3, b"ccc".to_vec()));
+            s.append(&[b"dddd"], b"cp3").unwrap();
+            assert_eq!(s.get(2).unwrap(), b"ccc");
+            assert_eq!(s.get(3).unwrap(), b"dddd");
         }
         let s = RedbStore::open(&p).unwrap();
-        assert_eq!(s.len().unwrap(), 3);
-        assert_eq!(s.checkpoint().unwrap().as_deref(), Some(&b"cp2"[..]));
+        assert_eq!(s.len().unwrap(), 4);
+        assert_eq!(s.checkpoint().unwrap().as_deref(), Some(&b"cp3"[..]));
         assert_eq!(s.get(1).unwrap(), b"bb");
         let mut seen = Vec::new();
         s.scan(&mut |i, b| {
@@ -573,9 +603,9 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 4);
         assert_eq!(seen[2], (2, b"ccc".to_vec()));
-        assert!(s.get(3).is_err());
+        assert!(s.get(4).is_err());
     }
 
     #[test]

@@ -196,7 +196,9 @@ impl Wal {
             file.sync_all().map_err(io)?;
             crate::identity::sync_parent(path)?;
         }
-        let capacity = len.max(SEGMENT_BYTES);
+        // Frames never extend past SEGMENT_BYTES (larger appends bypass the WAL), so bytes
+        // beyond it are not ours and are neither read nor used.
+        let capacity = SEGMENT_BYTES;
         let mut buf = vec![0u8; usize::try_from(capacity).expect("WAL fits in memory")];
         file.read_exact_at(&mut buf, 0).map_err(io)?;
         let mut frames = Vec::new();
