@@ -204,32 +204,23 @@ impl Wal {
         let mut frames = Vec::new();
         let mut at = 0usize;
         let mut expect = next;
-        // Where the previous frame of the chain ended: frames are contiguous.
-        let mut chain: Option<u64> = None;
         let damage = loop {
             match frame_at(path, &buf, at, salt)? {
                 Found::Valid(f, size) => {
+                    // Live frames always continue the database exactly: the commit that absorbs
+                    // them also changes the salt.
                     let n = f.entries.len() as u64;
-                    let out_of_line = chain.is_some_and(|c| c != f.first);
-                    // Frames the database already holds durably (redb makes its pending
-                    // commits durable on a clean close) are skipped; one that only partly
-                    // overlaps, or any gap, is corruption.
-                    if out_of_line || (f.first < expect && f.first + n > expect) || f.first > expect
-                    {
+                    if f.first != expect {
                         return Err(Error::Integrity(format!(
                             "{}: frame at byte {at} holds entries {}..{} but the log continues \
-                             at entry {}",
+                             at entry {expect}",
                             path.display(),
                             f.first,
                             f.first + n,
-                            chain.unwrap_or(expect)
                         )));
                     }
-                    chain = Some(f.first + n);
-                    if f.first == expect {
-                        expect += n;
-                        frames.push(f);
-                    }
+                    expect += n;
+                    frames.push(f);
                     at += size;
                 }
                 Found::End => break None,
@@ -366,11 +357,6 @@ mod tests {
         assert!(e.to_string().contains("entries 10..13"), "{e}");
         let e = Wal::open(&p, 7, 9).unwrap_err();
         assert!(e.to_string().contains("continues at entry 9"), "{e}");
-        // Frames the database already holds are skipped.
-        let (_, frames) = Wal::open(&p, 7, 13).unwrap();
-        assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].first, 13);
-        assert!(Wal::open(&p, 7, 18).unwrap().1.is_empty());
         // A new generation overwrites from byte 0; older frames behind it are not replayed.
         let (mut wal, _) = Wal::open(&p, 7, 10).unwrap();
         wal.restart(9);
