@@ -84,6 +84,9 @@ enum Dim {
         low: f64,
         high: f64,
         step: Option<f64>,
+        /// Step of a log-scaled integer: value `v` owns the log-space bin
+        /// `[ln(v − step/2), ln(v + step/2)]`, as in Optuna's discrete log-normal kernels.
+        log_step: Option<f64>,
         /// Per-kernel constant of the log density: `−ln(Φ(b) − Φ(a))` (truncation), plus
         /// `−ln σ − ½ ln 2π` for continuous values.
         ln_c: Vec<f64>,
@@ -150,13 +153,19 @@ impl Parzen {
                 mus.push(0.5 * (low + high));
                 sigmas.push(range);
                 let step = dist.internal_step();
+                let log_step = match dist {
+                    Distribution::Int {
+                        step, log: true, ..
+                    } => Some(*step as f64),
+                    _ => None,
+                };
                 let half_ln_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
                 let ln_c = mus
                     .iter()
                     .zip(&sigmas)
                     .map(|(m, s)| {
                         let norm = ln_ndtr_diff((low - m) / s, (high - m) / s);
-                        if step.is_some() {
+                        if step.is_some() || log_step.is_some() {
                             -norm
                         } else {
                             -norm - s.ln() - half_ln_2pi
@@ -170,6 +179,7 @@ impl Parzen {
                     low,
                     high,
                     step,
+                    log_step,
                     ln_c,
                     inv_s,
                 }
@@ -237,13 +247,21 @@ impl Parzen {
                 Dim::Num {
                     mus,
                     step,
+                    log_step,
                     ln_c,
                     inv_s,
                     ..
                 } => {
+                    // A log integer's bin edges, from its value (internal x = ln v).
+                    let log_bin = log_step.map(|st| {
+                        let v = xd.exp().round();
+                        ((v - st / 2.0).ln(), (v + st / 2.0).ln())
+                    });
                     for (k, t) in terms.iter_mut().enumerate() {
                         let (m, is) = (mus[k], inv_s[k]);
-                        let lp = if let Some(st) = step {
+                        let lp = if let Some((lo, hi)) = log_bin {
+                            ln_ndtr_diff((lo - m) * is, (hi - m) * is)
+                        } else if let Some(st) = step {
                             ln_ndtr_diff((xd - st / 2.0 - m) * is, (xd + st / 2.0 - m) * is)
                         } else {
                             let z = (xd - m) * is;
@@ -536,6 +554,53 @@ mod tests {
                 "{x:?}: ours {got}, optuna {want}"
             );
         }
+    }
+
+    /// Log-scaled integers get Optuna's discrete log-normal kernels (bin mass in log space).
+    /// Expected values from optuna 5.0.0's `_ParzenEstimator.log_pdf` (same parameters as
+    /// above, multivariate) with a = [.1, .35, .8, .82] and n = [1, 3, 8, 40] (int 1..=64, log).
+    #[test]
+    fn parzen_log_int_matches_optuna() {
+        let dists = [
+            Distribution::Float {
+                low: 0.0,
+                high: 1.0,
+                log: false,
+                step: None,
+            },
+            Distribution::Int {
+                low: 1,
+                high: 64,
+                step: 1,
+                log: true,
+            },
+        ];
+        let d: Vec<&Distribution> = dists.iter().collect();
+        let o: Vec<Vec<f64>> = [[0.1, 1.0], [0.35, 3.0], [0.8, 8.0], [0.82, 40.0]]
+            .iter()
+            .map(|r| vec![r[0], f64::ln(r[1])])
+            .collect();
+        let p = Parzen::new(&o, &default_weights(4), &d, 1.0);
+        let pts = [[0.0, 1.0], [0.3, 2.0], [0.81, 5.0], [1.0, 64.0]];
+        let optuna = [
+            -1.136_280_275_632_583_2,
+            -1.859_368_330_959_045_9,
+            -2.917_282_221_438_332_7,
+            -5.832_785_682_605_523_5,
+        ];
+        for (x, want) in pts.iter().zip(optuna) {
+            let got = p.ln_pdf(&[x[0], x[1].ln()]);
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{x:?}: ours {got}, optuna {want}"
+            );
+        }
+        // The bins form a distribution over 1..=64.
+        let single = Parzen::new(&[vec![3f64.ln()]], &[1.0], &d[1..], 1.0);
+        let total: f64 = (1..=64)
+            .map(|v| single.ln_pdf(&[f64::from(v).ln()]).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
     }
 
     #[test]
