@@ -200,20 +200,39 @@ impl RedbStore {
             path: path.to_path_buf(),
             what,
         };
-        let tx = db.begin_write().map_err(|e| db_err(e.to_string()))?;
-        let salt = (|| -> std::result::Result<u64, redb::Error> {
-            tx.open_table(ENTRIES)?;
-            let mut m = tx.open_table(META)?;
-            let stored = m.get(WAL_SALT_KEY)?.map(|v| v.value().to_vec());
-            if let Some(s) = stored.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
-                return Ok(u64::from_be_bytes(s));
-            }
-            let s = fresh_salt();
-            m.insert(WAL_SALT_KEY, &s.to_be_bytes()[..])?;
-            Ok(s)
+        // Read first: a database that already has its tables and salt needs no write (no fsync).
+        let stored = (|| -> std::result::Result<Option<Vec<u8>>, redb::Error> {
+            let rtx = db.begin_read()?;
+            let m = match rtx.open_table(META) {
+                Ok(m) => m,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(m.get(WAL_SALT_KEY)?.map(|v| v.value().to_vec()))
         })()
         .map_err(|e| db_err(e.to_string()))?;
-        tx.commit().map_err(|e| db_err(e.to_string()))?;
+        // A damaged salt must not silently orphan the WAL's acknowledged frames.
+        let salt = if let Some(v) = stored {
+            u64::from_be_bytes(<[u8; 8]>::try_from(v.as_slice()).map_err(|_| {
+                Error::Integrity(format!(
+                    "{}: meta/{WAL_SALT_KEY} holds {} bytes, expected 8",
+                    path.display(),
+                    v.len()
+                ))
+            })?)
+        } else {
+            let s = fresh_salt();
+            let tx = db.begin_write().map_err(|e| db_err(e.to_string()))?;
+            (|| -> std::result::Result<(), redb::Error> {
+                tx.open_table(ENTRIES)?;
+                tx.open_table(META)?
+                    .insert(WAL_SALT_KEY, &s.to_be_bytes()[..])?;
+                Ok(())
+            })()
+            .map_err(|e| db_err(e.to_string()))?;
+            tx.commit().map_err(|e| db_err(e.to_string()))?;
+            s
+        };
         let len = {
             let rtx = db.begin_read().map_err(|e| db_err(e.to_string()))?;
             let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;

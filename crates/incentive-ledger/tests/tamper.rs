@@ -179,12 +179,12 @@ fn byte_flips_in_live_wal_frames_are_detected_or_drop_only_the_unacknowledged_ta
         .collect();
     assert!(starts.len() >= 7, "{} frames", starts.len());
     let last = *starts.last().unwrap();
-    // Every 3rd byte of every header, every 17th byte of the payloads, the last frame's last
+    // Every 4th byte of every header, every 23rd byte of the payloads, the last frame's last
     // byte, and a spread after the end.
     let mut positions: Vec<usize> = starts
         .iter()
-        .flat_map(|&s| (s..s + incentive_ledger::wal::HEADER_BYTES).step_by(3))
-        .chain((0..live).step_by(17))
+        .flat_map(|&s| (s..s + incentive_ledger::wal::HEADER_BYTES).step_by(4))
+        .chain((0..live).step_by(23))
         .chain([live - 1])
         .chain((live..wal.len()).step_by(97_001))
         .collect();
