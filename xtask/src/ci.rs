@@ -52,9 +52,10 @@ fn run_ci(skip_features: bool) -> Result<()> {
 
     if !skip_features {
         // The GPU path must keep type-checking although CI has no GPU and no LLVM bundle:
-        // DOCS_RS makes the cubecl LLVM build scripts return early.
+        // DOCS_RS makes the cubecl LLVM build scripts return early. Both optional backends
+        // are checked in one build (one extra burn stack instead of two: ~5 minutes less).
         record(step(
-            "check-cuda",
+            "check-cuda-ndarray",
             cargo()
                 .args([
                     "check",
@@ -62,23 +63,10 @@ fn run_ci(skip_features: bool) -> Result<()> {
                     "-p",
                     "bitnet-model",
                     "--features",
-                    "cuda",
+                    "cuda,ndarray",
                 ])
                 .env("DOCS_RS", "1")
-                .env("CARGO_TARGET_DIR", root.join("target/check-cuda")),
-        ));
-        record(step(
-            "check-ndarray",
-            cargo()
-                .args([
-                    "check",
-                    "--locked",
-                    "-p",
-                    "bitnet-model",
-                    "--features",
-                    "ndarray",
-                ])
-                .env("CARGO_TARGET_DIR", root.join("target/check-ndarray")),
+                .env("CARGO_TARGET_DIR", root.join("target/check-features")),
         ));
     }
     if !skip_features {

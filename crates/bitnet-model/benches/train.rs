@@ -4,6 +4,10 @@
 //!
 //! Environment: `MAGNET_BENCH_STEPS` (timed steps per case, default 5),
 //! `MAGNET_BENCH_LARGE` (the larger preset, default `genkidama-363m`; `none` skips it).
+//!
+//! Each case runs in its own child process (this binary re-executed with
+//! `MAGNET_BENCH_CASE=<index>`), so the peak resident set size is that case's own and no
+//! allocator state carries over from one case to the next.
 
 use bitnet_model::data::{TokenData, TokenStream};
 use bitnet_model::rng::SplitMix64;
@@ -84,7 +88,7 @@ fn measure(case: &Case, steps: usize) -> serde_json::Value {
         "steps_timed": steps,
         "median_step_s": median,
         "tokens_per_s": tokens_per_s,
-        "peak_rss_bytes_so_far": peak,
+        "peak_rss_bytes": peak,
     })
 }
 
@@ -115,8 +119,28 @@ fn main() {
             });
         }
     }
-    // Peak RSS is process-wide and only grows, so smaller cases run first.
-    let results: Vec<serde_json::Value> = cases.iter().map(|c| measure(c, steps)).collect();
+    if let Ok(index) = std::env::var("MAGNET_BENCH_CASE") {
+        let case = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| cases.get(i))
+            .expect("MAGNET_BENCH_CASE names a case");
+        println!("{}", measure(case, steps));
+        return;
+    }
+    let exe = std::env::current_exe().expect("path of this bench binary");
+    let results: Vec<serde_json::Value> = (0..cases.len())
+        .map(|i| {
+            let out = std::process::Command::new(&exe)
+                .env("MAGNET_BENCH_CASE", i.to_string())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run a bench case");
+            assert!(out.status.success(), "bench case {i} failed: {}", out.status);
+            let line = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str(line.trim()).expect("bench case prints one JSON line")
+        })
+        .collect();
     let ratio = |preset: &str| {
         let tps = |w: &str| {
             results

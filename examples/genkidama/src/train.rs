@@ -176,6 +176,7 @@ pub fn train_to(
     out: &Path,
     device: &burn::tensor::Device,
     resume: bool,
+    progress: Option<&indicatif::MultiProgress>,
 ) -> Result<Trained> {
     let ckpt = out.join(bitnet_model::train::fit::CHECKPOINT_DIR);
     let mut trainer = if resume {
@@ -185,7 +186,10 @@ pub fn train_to(
         Trainer::new(model, train, data, device)?
     };
     let steps = trainer.train_config().steps as u64;
-    let bar = ProgressBar::new(steps);
+    let mut bar = ProgressBar::new(steps);
+    if let Some(progress) = progress {
+        bar = progress.add(bar);
+    }
     bar.set_style(
         ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
@@ -305,6 +309,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &out,
         &device,
         args.resume,
+        None,
     )?;
     crate::plot::loss_png(
         &out.join("loss.png"),
