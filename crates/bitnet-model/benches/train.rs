@@ -136,7 +136,11 @@ fn main() {
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .expect("run a bench case");
-            assert!(out.status.success(), "bench case {i} failed: {}", out.status);
+            assert!(
+                out.status.success(),
+                "bench case {i} failed: {}",
+                out.status
+            );
             let line = String::from_utf8_lossy(&out.stdout);
             serde_json::from_str(line.trim()).expect("bench case prints one JSON line")
         })
