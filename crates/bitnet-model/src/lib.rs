@@ -32,13 +32,16 @@
 //! Modules: [`config`] (architecture + presets), [`model`] (BitLinear, transformer),
 //! [`data`] (corpus, tokenizer, language mix, shards), [`train`] (trainer, schedule,
 //! checkpoints, loop), [`store`] (safetensors, model directory), [`weights`] (the named
-//! tensor exchange format), [`runtime`] (packed CPU inference), [`export`] (GGUF).
+//! tensor exchange format), [`runtime`] (packed CPU inference), [`export`] (GGUF),
+//! `plot` (feature `plot`: PNG line charts for loss curves).
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod export;
 pub mod model;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod rng;
 pub mod runtime;
 pub mod store;

@@ -2,17 +2,16 @@
 //! and [`LocalTrainer`] for bitnet-model's burn [`Trainer`] (inner AdamW, its own data
 //! shard and seed).
 //!
-//! Drift probe: bitnet-model exposes no hidden-state hook, so [`BitnetWorker`] reports
-//! the model's output logits on a fixed probe batch (the last layer's output) for CKA.
+//! Drift probe: [`BitnetWorker`] reports the model's hidden states (after the final norm,
+//! what the LM head reads; [`Trainer::hidden_states`]) on a fixed probe batch, one row
+//! per probe token, for linear CKA.
 
 use crate::drift::Features;
 use crate::error::{Error, Result};
 use crate::params::{ParamMap, Tensor};
 use crate::trainer::LocalTrainer;
-use bitnet_model::model::token_tensor;
 use bitnet_model::train::Trainer;
 use bitnet_model::{NamedTensor, WeightMap};
-use burn::module::Module;
 
 /// Moves a bitnet-model weight map into a [`ParamMap`].
 pub fn from_weights(w: WeightMap) -> ParamMap {
@@ -48,8 +47,11 @@ pub fn to_weights(p: ParamMap) -> WeightMap {
 pub struct BitnetWorker {
     /// The trainer.
     pub trainer: Trainer,
-    /// Probe token ids (`probe_len` tokens of one sequence).
+    /// Probe token ids: `probe_batch` sequences of equal length, back to back (each at
+    /// most the model's context). Empty: no drift probe.
     pub probe: Vec<u32>,
+    /// Number of sequences in `probe`.
+    pub probe_batch: usize,
 }
 
 impl std::fmt::Debug for BitnetWorker {
@@ -57,6 +59,7 @@ impl std::fmt::Debug for BitnetWorker {
         f.debug_struct("BitnetWorker")
             .field("trainer", &self.trainer)
             .field("probe_len", &self.probe.len())
+            .field("probe_batch", &self.probe_batch)
             .finish()
     }
 }
@@ -99,19 +102,21 @@ impl LocalTrainer for BitnetWorker {
     }
 
     fn probe_features(&mut self) -> Result<Option<Features>> {
-        let model = self.trainer.model().valid();
-        let n = self.probe.len();
-        let x =
-            token_tensor(&self.probe, 1, n, &burn::prelude::Device::flex()).map_err(model_err)?;
-        let logits = model.forward(x);
-        let cols = logits.dims()[2];
-        let data = logits
+        if self.probe.is_empty() {
+            return Ok(None);
+        }
+        let hidden = self
+            .trainer
+            .hidden_states(&self.probe, self.probe_batch)
+            .map_err(model_err)?;
+        let [b, t, d] = hidden.dims();
+        let data = hidden
             .into_data()
             .try_into_vec::<f32>()
             .map_err(|e| model_err(format!("{e:?}")))?;
         Ok(Some(Features {
-            rows: n,
-            cols,
+            rows: b * t,
+            cols: d,
             data,
         }))
     }

@@ -49,7 +49,8 @@ fn worker(seed: u64, steps: usize, shard: Option<(usize, usize)>) -> BitnetWorke
     if let Some((i, n)) = shard {
         d.train = d.train.shard(i, n);
     }
-    let probe = d.val.tokens()[..16].to_vec();
+    // Two probe sequences of 16 tokens: 32 hidden-state rows.
+    let probe = d.val.tokens()[..32].to_vec();
     let cfg = TrainConfig {
         seed,
         steps,
@@ -62,6 +63,7 @@ fn worker(seed: u64, steps: usize, shard: Option<(usize, usize)>) -> BitnetWorke
     BitnetWorker {
         trainer: Trainer::new(micro(), cfg, d, &Device::flex()).unwrap(),
         probe,
+        probe_batch: 2,
     }
 }
 
@@ -220,6 +222,7 @@ fn diloco_with_nesterov_trains_the_global_model() {
     eval.set_params(&report.global).unwrap();
     let a = eval.probe_features().unwrap().unwrap();
     let b = eval.probe_features().unwrap().unwrap();
-    assert_eq!((a.rows, a.cols), (16, 32));
+    // Hidden states: one row per probe token (2 x 16), d_model = 32 columns.
+    assert_eq!((a.rows, a.cols), (32, 32));
     assert!((linear_cka(&a, &b).unwrap() - 1.0).abs() < 1e-9);
 }

@@ -1,7 +1,8 @@
 //! DiLoCo on the tiny BitNet preset against a synchronous data-parallel baseline at equal
 //! total tokens: final validation loss, bytes communicated and drift (linear CKA on the
-//! model's output logits for a fixed probe sequence, between workers before each sync and
-//! between the DiLoCo global model and the synchronous model at the same step).
+//! model's hidden states, after the final norm, for a fixed probe batch of held-out
+//! sequences, between workers before each sync and between the DiLoCo global model and
+//! the synchronous model at the same step).
 //!
 //! Writes `target/diloco/report.json`, `target/diloco/val_loss.png` and prints the
 //! markdown table used in docs/diloco.md. Not part of CI: it is an experiment.
@@ -10,19 +11,20 @@
 //! MAGNET_CORPUS=../shared/corpus cargo run -p diloco-experiment -- --steps 200
 //! ```
 //!
-//! Byte convention (the same for every run): bytes = what all workers upload plus what
-//! they download, once training has started (the common seeded initialisation is not
-//! counted). The synchronous baseline is data-parallel through a parameter server / ideal
-//! all-reduce: each of the k workers uploads its f32 gradient and downloads the f32 mean
-//! every step, `2 * k * params * 4` bytes per step. DiLoCo runs count the encoded bytes
-//! the protocol actually moved: pseudo-gradients through the uplink codec, outer steps
-//! through the downlink codec, and the round manifests.
-
-mod plot;
+//! Byte convention (the same for every run): bytes = every object all workers upload plus
+//! every object they download through the exchange protocol, once training has started
+//! (the common seeded initialisation is not counted), headers, tensor names and manifests
+//! included. DiLoCo runs count what the protocol actually moved: pseudo-gradients through
+//! the uplink codec, outer steps through the downlink codec, the round manifests. The
+//! synchronous baseline is data-parallel through the same protocol: every step each of the
+//! k workers uploads its f32 gradient as an update object and downloads the f32 mean step
+//! and the manifest, i.e. one f32 round per step; its bytes per step are measured by
+//! running one real round ([`sync_round_bytes`]).
 
 use anyhow::{Context, Result, bail};
 use bitnet_model::ModelConfig;
 use bitnet_model::data::{TokenData, find_corpus, prepare_dataset, text::workspace_root};
+use bitnet_model::plot::{Chart, Series, line_chart_png};
 use bitnet_model::train::{TrainConfig, Trainer};
 use burn::prelude::Device;
 use clap::Parser;
@@ -31,12 +33,14 @@ use diloco::codec::Codec;
 use diloco::drift::{Features, linear_cka};
 use diloco::exchange::InProcess;
 use diloco::fragment::FragmentPlan;
+use diloco::params::ParamMap;
+use diloco::protocol::{Coordinator, CoordinatorConfig, WorkerClient};
 use diloco::runner::{DilocoConfig, run_in_process};
 use diloco::trainer::LocalTrainer;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Command-line options.
 #[derive(Parser)]
@@ -60,6 +64,10 @@ struct Args {
     /// Evaluate the synchronous model every this many steps.
     #[arg(long, default_value_t = 10)]
     eval_every: usize,
+    /// Drift probe: this many held-out sequences of `seq_len` tokens (one CKA row per
+    /// token; the Gram matrices are rows x rows).
+    #[arg(long, default_value_t = 4)]
+    probe_seqs: usize,
     /// Sync periods H to compare (plain DiLoCo, f32).
     #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
     h: Vec<u64>,
@@ -124,6 +132,8 @@ struct Setup {
     seq_len: usize,
     tokens_per_run: u64,
     eval_tokens: usize,
+    probe_tokens: usize,
+    sync_bytes_per_step: u64,
     train: TrainConfig,
     outer: String,
     byte_convention: String,
@@ -261,12 +271,34 @@ fn main() -> Result<()> {
     })?;
     let data = TokenData::open(&data_dir)?;
     let device = Device::flex();
-    let probe: Vec<u32> = data.val.tokens()[..args.seq_len.min(data.val.len())].to_vec();
+    let probe_len = args.probe_seqs * args.seq_len;
+    if args.probe_seqs == 0 || probe_len > data.val.len() {
+        bail!(
+            "--probe-seqs {} x --seq-len {} must be 1..={} held-out tokens",
+            args.probe_seqs,
+            args.seq_len,
+            data.val.len()
+        );
+    }
+    let probe: Vec<u32> = data.val.tokens()[..probe_len].to_vec();
     let k = args.workers;
-    let params = model.param_count() as u64;
     let names: Vec<String> = model.tensor_shapes().into_iter().map(|(n, _)| n).collect();
     let runs = runs(&args);
     let steps = args.steps as u64;
+    let sync_bytes_per_step = {
+        // A throwaway copy of the baseline's first step (same seed in every process, so
+        // runs split over processes agree on the number).
+        let mut first = Trainer::new(
+            model.clone(),
+            train_config(&args, args.batch * k, 1),
+            data.clone(),
+            &device,
+        )?;
+        let init = from_weights(first.weights());
+        first.step()?;
+        let weight = (args.batch * args.seq_len) as f32;
+        sync_round_bytes(k, init, &from_weights(first.weights()), weight)?
+    };
 
     // Synchronous probes are kept only where some run's global model will be compared.
     let mut probe_at: BTreeSet<u64> = BTreeSet::new();
@@ -284,12 +316,16 @@ fn main() -> Result<()> {
         seq_len: args.seq_len,
         tokens_per_run: steps * (k * args.batch * args.seq_len) as u64,
         eval_tokens: args.eval_windows * (args.seq_len + 1),
+        probe_tokens: probe_len,
+        sync_bytes_per_step,
         train: train_config(&args, args.batch, 1),
         outer: "Nesterov lr 0.7 momentum 0.9, mean aggregation".into(),
-        byte_convention: "uplink + downlink of all workers after the common seeded init; \
-                          sync = 2 * k * params * 4 bytes per step (f32 gradient up, f32 \
-                          mean down); DiLoCo = encoded pseudo-gradients up + encoded outer \
-                          steps and manifests down"
+        byte_convention: "every object all workers upload and download through the exchange \
+                          protocol after the common seeded init (headers, names, manifests \
+                          included); sync = one f32 round per step (k f32 gradient objects \
+                          up; the f32 mean step and the manifest down to each worker), \
+                          measured on a real round; DiLoCo = the encoded pseudo-gradients \
+                          up, the encoded outer steps and manifests down, as moved"
             .into(),
     };
 
@@ -303,9 +339,10 @@ fn main() -> Result<()> {
             &device,
         )?,
         probe: probe.clone(),
+        probe_batch: args.probe_seqs,
     };
     let mut records: Vec<Record> = Vec::new();
-    let sync_bytes = 2 * k as u64 * params * 4 * steps;
+    let sync_bytes = sync_bytes_per_step * steps;
 
     // Synchronous data parallel: one model at k x the batch = k workers averaging their
     // gradients every step.
@@ -320,6 +357,7 @@ fn main() -> Result<()> {
                 &device,
             )?,
             probe: probe.clone(),
+            probe_batch: args.probe_seqs,
         };
         let mut curve = Vec::new();
         for s in 1..=steps {
@@ -382,6 +420,7 @@ fn main() -> Result<()> {
                     &device,
                 )?,
                 probe: probe.clone(),
+                probe_batch: args.probe_seqs,
             });
         }
         let mut curve = Vec::new();
@@ -458,6 +497,39 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Bytes that one synchronous data-parallel step moves through the exchange protocol:
+/// `k` workers each upload their f32 gradient as an update object, the coordinator
+/// publishes the f32 mean step and the round's manifest, every worker downloads both.
+/// Measured by running one real round on an in-process exchange, with the baseline's first
+/// step (`init - after`) standing in for each gradient and `weight` (tokens per worker
+/// step) in each header, as DiLoCo's workers send: f32 object sizes do not depend on the
+/// values, only the manifest's number formatting does (a few bytes).
+fn sync_round_bytes(k: usize, init: ParamMap, after: &ParamMap, weight: f32) -> Result<u64> {
+    let ex = InProcess::new();
+    let cfg = CoordinatorConfig {
+        checkpoint_every: 0,
+        ..CoordinatorConfig::default()
+    };
+    let mut coord = Coordinator::start(&ex, init, cfg)?;
+    let now = Duration::ZERO;
+    let mut clients = (0..k as u32)
+        .map(|w| WorkerClient::join(&ex, w, Codec::F32, 1, now, now))
+        .collect::<diloco::Result<Vec<_>>>()?;
+    let initial: u64 = clients.iter().map(|c| c.bytes_received).sum();
+    for c in &mut clients {
+        c.submit(&ex, 1, weight, after)?;
+    }
+    coord.run_round(&ex, 1, None, now, now)?;
+    for c in &mut clients {
+        c.receive(&ex, 1, now, now)?;
+    }
+    Ok(clients
+        .iter()
+        .map(|c| c.bytes_sent + c.bytes_received)
+        .sum::<u64>()
+        - initial)
+}
+
 /// Joins the runs of several `report.json` files; the synchronous baselines must agree.
 fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
     let mut setup = serde_json::Value::Null;
@@ -490,6 +562,10 @@ fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
     }
     if records.first().is_none_or(|r| r.name != "sync") {
         bail!("the first report has no synchronous baseline");
+    }
+    let sync_bytes = records[0].bytes;
+    for r in &mut records {
+        r.bytes_ratio = sync_bytes as f64 / r.bytes as f64;
     }
     let find = |name: &str, step: u64| -> Result<Option<Features>> {
         for dir in dirs {
@@ -555,7 +631,20 @@ fn write_outputs(out: &std::path::Path, setup: &impl Serialize, records: &[Recor
     let path = out.join("report.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    plot::val_loss_png(&out.join("val_loss.png"), records)
+    let series: Vec<Series> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let points = r.curve.iter().map(|p| (p.tokens as f64, p.val_loss));
+            Series::new(r.name.clone(), points.collect(), i)
+        })
+        .collect();
+    let chart = Chart::new(
+        "tiny BitNet, k = 4: validation loss vs tokens",
+        "training tokens (all workers)",
+        "validation loss (nats/token)",
+    );
+    Ok(line_chart_png(&out.join("val_loss.png"), &chart, &series)?)
 }
 
 fn print_table(records: &[Record]) {

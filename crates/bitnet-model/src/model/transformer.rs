@@ -323,23 +323,32 @@ impl Model {
 
     /// Logits `[b, t, vocab]` for token ids `[b, t]` (`t <= context_length`).
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.head(self.hidden_states(tokens))
+    }
+
+    /// Hidden states `[b, t, d]` for token ids `[b, t]`: the last block's output after
+    /// `output_norm`, i.e. what the LM head reads (`forward = head(hidden_states)`). For
+    /// representation probes such as CKA between models.
+    pub fn hidden_states(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let emb = self.token_embd.val();
         let d = emb.dims()[1];
-        let mut x = emb
-            .clone()
-            .select(0, tokens.reshape([b * t]))
-            .reshape([b, t, d]);
+        let mut x = emb.select(0, tokens.reshape([b * t])).reshape([b, t, d]);
         let head_dim = d / self.blocks.first().map_or(1, |blk| blk.n_heads);
         let (cos, sin) = rope_tables(head_dim, self.rope_theta, 0, t, &device);
         for blk in &self.blocks {
             x = blk.forward(x, &cos, &sin);
         }
-        let x = self.output_norm.forward(x);
+        self.output_norm.forward(x)
+    }
+
+    /// The LM head: logits `[b, t, vocab]` from [`hidden_states`](Self::hidden_states)
+    /// `[b, t, d]` (the tied embedding or the untied `output` projection).
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.output {
-            Some(head) => head.forward(x),
-            None => burn::tensor::module::linear(x, emb.transpose(), None),
+            Some(head) => head.forward(hidden),
+            None => burn::tensor::module::linear(hidden, self.token_embd.val().transpose(), None),
         }
     }
 
@@ -405,6 +414,22 @@ pub(crate) mod tests {
             let a = model.forward(ids.clone()).into_data();
             let b = again.forward(ids).into_data();
             assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn head_of_hidden_states_is_forward() {
+        let device = Device::flex();
+        for tied in [true, false] {
+            let mut config = micro(WeightKind::Ternary);
+            config.tied_embeddings = tied;
+            let model = Model::init(&config, 7, &device).unwrap();
+            let ids = token_tensor(&[1, 5, 9, 2, 3, 4, 8, 0], 2, 4, &device).unwrap();
+            let hidden = model.hidden_states(ids.clone());
+            assert_eq!(hidden.dims(), [2, 4, config.hidden_size]);
+            let logits = model.head(hidden);
+            assert_eq!(logits.dims(), [2, 4, config.vocab_size]);
+            assert_eq!(logits.into_data(), model.forward(ids).into_data());
         }
     }
 

@@ -269,6 +269,26 @@ impl Trainer {
             .expect("model is always present between steps")
     }
 
+    /// Hidden states `[batch, t, d]` of the current weights (no autodiff, on the plain
+    /// device) for `ids` = `batch` sequences of `t` tokens back to back: see
+    /// [`Model::hidden_states`]. For drift probes (CKA between copies of a model).
+    pub fn hidden_states(&self, ids: &[u32], batch: usize) -> Result<Tensor<3>> {
+        let t = ids.len() / batch.max(1);
+        if batch == 0 || t == 0 || t > self.model_config.context_length {
+            return Err(Error::data(
+                "probe tokens",
+                format!(
+                    "{} ids in {batch} sequences: need 1..={} tokens each",
+                    ids.len(),
+                    self.model_config.context_length
+                ),
+            ));
+        }
+        let device = self.device.clone().inner();
+        let x = token_tensor(ids, batch, t, &device)?;
+        Ok(self.model().valid().hidden_states(x))
+    }
+
     fn sample_batch(&mut self) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
         let (b, t) = (self.config.batch_size, self.config.seq_len);
         let tokens = self.data.train.tokens();

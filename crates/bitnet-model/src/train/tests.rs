@@ -183,3 +183,26 @@ fn fit_writes_metrics_and_checkpoints_and_resumes_in_place() {
         .collect();
     assert_eq!(train_steps, vec![1, 2, 3, 4, 5, 6]);
 }
+
+#[test]
+fn hidden_states_follow_the_trained_weights() {
+    let device = Device::flex();
+    let mut t = Trainer::new(micro(WeightKind::Ternary), config(3), data(), &device).unwrap();
+    let ids: Vec<u32> = (0..12).collect();
+    let before = t.hidden_states(&ids, 2).unwrap();
+    assert_eq!(before.dims(), [2, 6, 32]);
+    // The head applied to them is the model's logits for the same tokens.
+    let x = token_tensor(&ids, 2, 6, &device).unwrap();
+    let model = t.model().valid();
+    assert_eq!(
+        model.head(before.clone()).into_data(),
+        model.forward(x).into_data()
+    );
+    t.step().unwrap();
+    let after = t.hidden_states(&ids, 2).unwrap();
+    assert_ne!(before.into_data(), after.into_data());
+    // 12 ids are not 5 sequences, and 20-token sequences exceed the 16-token context.
+    assert!(t.hidden_states(&ids, 5).is_err());
+    assert!(t.hidden_states(&[1; 40], 2).is_err());
+    assert!(t.hidden_states(&ids, 0).is_err());
+}
