@@ -39,8 +39,12 @@ pub fn loss_png(path: &Path, runs: &[Curves<'_>]) -> Result<()> {
                     color,
                 )
                 .faint(),
-                Series::new(format!("{} val", run.name), points(run.metrics, true), color)
-                    .markers(),
+                Series::new(
+                    format!("{} val", run.name),
+                    points(run.metrics, true),
+                    color,
+                )
+                .markers(),
             ]
         })
         .collect();
