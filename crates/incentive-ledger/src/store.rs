@@ -275,6 +275,11 @@ impl RedbStore {
         entries: &[&[u8]],
         checkpoint: Option<&[u8]>,
     ) -> std::result::Result<(), String> {
+        // Nothing in the WAL and nothing given: the database already holds everything, and a
+        // commit would only cost an fsync (callers absorb before raw edits, flush, drop).
+        if entries.is_empty() && checkpoint.is_none() && self.wal.is_empty() {
+            return Ok(());
+        }
         let first = self.len;
         let pending = std::mem::take(&mut self.pending);
         let pending_cp = self.pending_cp.take();
@@ -561,9 +566,6 @@ impl Store for RedbStore {
 
     fn flush(&mut self) -> Result<()> {
         self.check()?;
-        if self.wal.is_empty() {
-            return Ok(());
-        }
         self.absorb(&[], None).map_err(|what| self.poison(what))
     }
 }
@@ -571,7 +573,7 @@ impl Store for RedbStore {
 impl Drop for RedbStore {
     fn drop(&mut self) {
         // Best effort: frames left in the WAL are replayed on the next open anyway.
-        if self.poisoned.is_none() && !self.wal.is_empty() {
+        if self.poisoned.is_none() {
             let _ = self.absorb(&[], None);
         }
     }
