@@ -498,12 +498,7 @@ mod tests {
     #[test]
     fn parzen_matches_optuna() {
         let dists = [
-            Distribution::Float {
-                low: 0.0,
-                high: 1.0,
-                log: false,
-                step: None,
-            },
+            unit_float(),
             Distribution::Float {
                 low: 1e-3,
                 high: 1.0,
@@ -550,6 +545,16 @@ mod tests {
         assert_ln_pdf_matches(&p, &pts, &optuna);
     }
 
+    /// A linear float on [0, 1], the first dimension of both Optuna oracle tests.
+    fn unit_float() -> Distribution {
+        Distribution::Float {
+            low: 0.0,
+            high: 1.0,
+            log: false,
+            step: None,
+        }
+    }
+
     /// `p.ln_pdf` at each internal point equals the value optuna 5.0.0 computed (to 1e-6).
     fn assert_ln_pdf_matches(p: &Parzen, internal_points: &[Vec<f64>], optuna: &[f64]) {
         assert_eq!(internal_points.len(), optuna.len());
@@ -568,12 +573,7 @@ mod tests {
     #[test]
     fn parzen_log_int_matches_optuna() {
         let dists = [
-            Distribution::Float {
-                low: 0.0,
-                high: 1.0,
-                log: false,
-                step: None,
-            },
+            unit_float(),
             Distribution::Int {
                 low: 1,
                 high: 64,
