@@ -171,13 +171,23 @@ fn byte_flips_in_live_wal_frames_are_detected_or_drop_only_the_unacknowledged_ta
     let all = entries(&work);
     assert_eq!(full.entries as usize, all.len());
     let wal = std::fs::read(d.join(WAL_FILE)).unwrap();
-    // The WAL was zero-filled at creation and this is its first generation: the live frames
-    // are everything up to the last non-zero byte; each starts with the magic "MLW1".
-    let live = wal.iter().rposition(|&b| b != 0).unwrap() + 1;
-    let starts: Vec<usize> = (0..live)
-        .filter(|&i| wal[i..].starts_with(b"MLW1"))
-        .collect();
+    // This is the WAL's first generation: frames follow each other from byte 0, each a header
+    // (magic "MLW1", payload length at bytes 24..28) and its payload. The live region ends where
+    // the last frame's payload ends, read from its header: the payload itself may end in zero
+    // bytes (a signature's last byte is 0 one time in 256), so "last non-zero byte" is not it.
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while wal[at..].starts_with(b"MLW1") {
+        starts.push(at);
+        let len = u32::from_be_bytes(wal[at + 24..at + 28].try_into().unwrap()) as usize;
+        at += incentive_ledger::wal::HEADER_BYTES + len;
+    }
+    let live = at;
     assert!(starts.len() >= 7, "{} frames", starts.len());
+    assert!(
+        wal[live..].iter().all(|&b| b == 0),
+        "bytes after the last frame"
+    );
     let last = *starts.last().unwrap();
     // Every 4th byte of every header, every 23rd byte of the payloads, the last frame's last
     // byte, and a spread after the end.
