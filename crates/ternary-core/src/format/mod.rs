@@ -8,6 +8,7 @@
 
 pub mod i2_s;
 pub mod q8_0;
+mod ternary256;
 pub mod tq1_0;
 pub mod tq2_0;
 

@@ -6,8 +6,9 @@
 //! 160..240 in `qs[32..48]` (element `160 + 16n + m` is trit n of `qs[32 + m]`) and elements
 //! 240..256 in `qh[0..4]` (element `240 + 4n + j` is trit n of `qh[j]`, only 4 trits used).
 
-use super::{PackedFormat, amax, check_row, check_scale, check_ternary};
-use crate::error::{Result, check_finite};
+use super::PackedFormat;
+use super::ternary256::{self, Ternary256};
+use crate::error::Result;
 use half::f16;
 
 /// One TQ1_0 block (ggml `block_tq1_0`).
@@ -48,9 +49,15 @@ pub(crate) fn trit(q: u8, k: usize) -> u8 {
     ((p as u16 * 3) >> 8) as u8
 }
 
-impl BlockTq1_0 {
+impl Ternary256 for BlockTq1_0 {
+    const INPUT: &'static str = "tq1_0 input";
+    const OUTPUT: &'static str = "tq1_0 output";
+    const BLOCKS: &'static str = "tq1_0 blocks";
+    const CODES: &'static str = "tq1_0 codes";
+    const SCALE: &'static str = "tq1_0 scale";
+
     /// Packs 256 codes in 0..=2 (value + 1) with a scale.
-    pub(crate) fn from_codes(c: &[u8; 256], d: f16) -> Self {
+    fn from_codes(c: &[u8; 256], d: f16) -> Self {
         let mut qs = [0u8; 48];
         let mut qh = [0u8; 4];
         for m in 0..32 {
@@ -66,7 +73,7 @@ impl BlockTq1_0 {
     }
 
     /// The 256 stored codes (0..=2), in element order.
-    pub(crate) fn codes(&self) -> [u8; 256] {
+    fn codes(&self) -> [u8; 256] {
         let mut out = [0u8; 256];
         for n in 0..5 {
             for m in 0..32 {
@@ -83,6 +90,10 @@ impl BlockTq1_0 {
         }
         out
     }
+
+    fn scale(&self) -> f16 {
+        self.d
+    }
 }
 
 impl PackedFormat for Tq1_0 {
@@ -93,54 +104,19 @@ impl PackedFormat for Tq1_0 {
     const GGML_TYPE: u32 = 34;
 
     fn quantize_row(x: &[f32], out: &mut [BlockTq1_0]) -> Result<()> {
-        check_row::<Self>(x.len(), out.len(), "tq1_0 output")?;
-        check_finite("tq1_0 input", x)?;
-        for (xb, ob) in x.chunks_exact(256).zip(out.iter_mut()) {
-            let d = amax(xb);
-            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-            let mut codes = [0u8; 256];
-            for (c, &v) in codes.iter_mut().zip(xb) {
-                *c = ((v * id).round() as i32 + 1) as u8;
-            }
-            *ob = BlockTq1_0::from_codes(&codes, f16::from_f32(d));
-        }
-        Ok(())
+        ternary256::quantize_row::<Self, _>(x, out)
     }
 
     fn dequantize_row(blocks: &[BlockTq1_0], out: &mut [f32]) -> Result<()> {
-        check_row::<Self>(out.len(), blocks.len(), "tq1_0 blocks")?;
-        for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-            let d = b.d.to_f32();
-            for (o, c) in ob.iter_mut().zip(b.codes()) {
-                *o = (c as i32 - 1) as f32 * d;
-            }
-        }
-        Ok(())
+        ternary256::dequantize_row::<Self, _>(blocks, out)
     }
 
     fn pack_codes(codes: &[i8], scale: f32, out: &mut [BlockTq1_0]) -> Result<()> {
-        check_row::<Self>(codes.len(), out.len(), "tq1_0 output")?;
-        check_ternary("tq1_0 codes", codes)?;
-        check_scale("tq1_0 scale", 0, scale)?;
-        let d = f16::from_f32(scale);
-        for (cb, ob) in codes.chunks_exact(256).zip(out.iter_mut()) {
-            let mut c = [0u8; 256];
-            for (dst, &src) in c.iter_mut().zip(cb) {
-                *dst = (src + 1) as u8;
-            }
-            *ob = BlockTq1_0::from_codes(&c, d);
-        }
-        Ok(())
+        ternary256::pack_codes::<Self, _>(codes, scale, out)
     }
 
     fn unpack_codes(blocks: &[BlockTq1_0], out: &mut [i8]) -> Result<()> {
-        check_row::<Self>(out.len(), blocks.len(), "tq1_0 blocks")?;
-        for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(256)) {
-            for (o, c) in ob.iter_mut().zip(b.codes()) {
-                *o = c as i8 - 1;
-            }
-        }
-        Ok(())
+        ternary256::unpack_codes::<Self, _>(blocks, out)
     }
 
     fn block_scale(block: &BlockTq1_0) -> f32 {
