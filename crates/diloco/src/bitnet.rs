@@ -2,6 +2,10 @@
 //! and [`LocalTrainer`] for bitnet-model's burn [`Trainer`] (inner AdamW, its own data
 //! shard and seed).
 //!
+//! [`model_config`] resolves a `--model` argument (a preset name or a TOML file) for the
+//! worker and coordinator binaries; a [`BitnetWorker`] is also a [`LossEvaluator`] (the
+//! coordinator's held-out loss and contribution scorer).
+//!
 //! Drift probe: [`BitnetWorker`] reports the model's hidden states (after the final norm,
 //! what the LM head reads; [`Trainer::hidden_states`]) on a fixed probe batch, one row
 //! per probe token, for linear CKA.
@@ -9,9 +13,32 @@
 use crate::drift::Features;
 use crate::error::{Error, Result};
 use crate::params::{ParamMap, Tensor};
-use crate::trainer::LocalTrainer;
+use crate::trainer::{LocalTrainer, LossEvaluator};
 use bitnet_model::train::Trainer;
-use bitnet_model::{NamedTensor, WeightMap};
+use bitnet_model::{ModelConfig, NamedTensor, WeightMap};
+use std::path::Path;
+
+/// A model architecture from a preset name (`tiny`, ...; see
+/// [`bitnet_model::config::PRESETS`]) or, when `spec` ends in `.toml` or names an
+/// existing file, from that TOML file.
+pub fn model_config(spec: &str) -> Result<ModelConfig> {
+    let path = Path::new(spec);
+    let bad = |message: String| Error::Config {
+        field: "model".into(),
+        message,
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+        || path.is_file()
+    {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("reading {}: {e}", path.display())))?;
+        ModelConfig::from_toml(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+    } else {
+        ModelConfig::preset(spec).map_err(|e| bad(e.to_string()))
+    }
+}
 
 /// Moves a bitnet-model weight map into a [`ParamMap`].
 pub fn from_weights(w: WeightMap) -> ParamMap {
@@ -119,5 +146,14 @@ impl LocalTrainer for BitnetWorker {
             cols: d,
             data,
         }))
+    }
+}
+
+impl LossEvaluator for BitnetWorker {
+    /// Loads `params` (all tensors, or a subset merged into the current weights) and
+    /// returns the held-out loss. The inner optimizer's state is untouched.
+    fn loss(&mut self, params: &ParamMap) -> Result<f32> {
+        self.set_params(params)?;
+        self.eval_loss()
     }
 }

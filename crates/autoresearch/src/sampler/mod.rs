@@ -8,7 +8,7 @@ mod cmaes;
 mod tpe;
 
 pub use cmaes::CmaEsSampler;
-pub use tpe::TpeSampler;
+pub use tpe::{Refinement, TpeSampler};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -23,6 +23,22 @@ pub struct TpeSampler {
     pub constant_liar: bool,
     /// Weight of the prior kernel.
     pub prior_weight: f64,
+    /// Local search on the acquisition `ln l(x) − ln g(x)` after the candidate draws;
+    /// `None` is Optuna's "best of the draws".
+    pub refine: Option<Refinement>,
+}
+
+/// Local refinement of the best EI candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refinement {
+    /// Rounds of local search.
+    pub rounds: usize,
+    /// Perturbed candidates per round.
+    pub candidates: usize,
+    /// First round's perturbation, as a fraction of each numeric dimension's range.
+    pub scale: f64,
+    /// Factor applied to the scale after each round.
+    pub shrink: f64,
 }
 
 impl Default for TpeSampler {
@@ -33,6 +49,7 @@ impl Default for TpeSampler {
             multivariate: true,
             constant_liar: true,
             prior_weight: 1.0,
+            refine: None,
         }
     }
 }
@@ -240,6 +257,28 @@ impl Parzen {
             .collect()
     }
 
+    /// A truncated-normal perturbation of the numeric coordinates of `x` with standard
+    /// deviation `scale` times each range (snapped to legal values); categoricals stay.
+    fn perturb(&self, x: &[f64], scale: f64, rng: &mut StdRng, dists: &[&Distribution]) -> Vec<f64> {
+        self.dims
+            .iter()
+            .zip(dists)
+            .zip(x)
+            .map(|((dim, dist), &xd)| match dim {
+                Dim::Num { low, high, .. } => {
+                    let s = scale * (high - low);
+                    let pa = ndtr((low - xd) / s);
+                    let pb = ndtr((high - xd) / s);
+                    let u = pa + rng.random::<f64>() * (pb - pa);
+                    let y = xd + s * ndtri(u);
+                    let y = if y.is_finite() { y.clamp(*low, *high) } else { xd };
+                    dist.to_internal(&dist.from_internal(y)).unwrap_or(y)
+                }
+                Dim::Cat { .. } => xd,
+            })
+            .collect()
+    }
+
     fn ln_pdf(&self, x: &[f64]) -> f64 {
         let mut terms = self.ln_w.clone();
         for (dim, &xd) in self.dims.iter().zip(x) {
@@ -413,7 +452,22 @@ impl TpeSampler {
                 best = Some(x);
             }
         }
-        best.unwrap_or_default()
+        let mut best = best.unwrap_or_default();
+        if let Some(r) = self.refine {
+            let mut scale = r.scale;
+            for _ in 0..r.rounds {
+                for _ in 0..r.candidates {
+                    let y = l.perturb(&best, scale, rng, &dists);
+                    let score = l.ln_pdf(&y) - g.ln_pdf(&y);
+                    if score > best_score {
+                        best_score = score;
+                        best = y;
+                    }
+                }
+                scale *= r.shrink;
+            }
+        }
+        best
     }
 }
 

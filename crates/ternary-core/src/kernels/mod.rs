@@ -226,20 +226,7 @@ impl Engine {
         x: &QuantizedActivations,
         y: &mut [f32],
     ) -> Result<()> {
-        if x.cols != w.cols() {
-            return Err(Error::Shape(format!(
-                "activations have {} features, matrix has {} columns",
-                x.cols,
-                w.cols()
-            )));
-        }
-        check_len(
-            "activations blocks",
-            x.blocks.len(),
-            x.rows * x.blocks_per_row,
-            "blocks",
-        )?;
-        check_len("gemm output", y.len(), x.rows * w.rows(), "elements")?;
+        check_gemm_shapes("matrix", w.rows(), w.cols(), x, y)?;
         if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
             return Err(Error::NotBlockMultiple {
                 what: "i2_s kernel row length",
@@ -344,6 +331,29 @@ impl Engine {
     }
 }
 
+/// Checks that activations `x` fit a `rows x cols` weight matrix and `y` holds the product.
+fn check_gemm_shapes(
+    matrix: &str,
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActivations,
+    y: &[f32],
+) -> Result<()> {
+    if x.cols != cols {
+        return Err(Error::Shape(format!(
+            "activations have {} features, {matrix} has {cols} columns",
+            x.cols
+        )));
+    }
+    check_len(
+        "activations blocks",
+        x.blocks.len(),
+        x.rows * x.blocks_per_row,
+        "blocks",
+    )?;
+    check_len("gemm output", y.len(), x.rows * rows, "elements")
+}
+
 impl Engine {
     /// The lookup-table kernel on a [`lut::LutMatrix`] (what the `Lut` path runs for ternary
     /// formats): per token, builds the tables once, then splits the 32-row tiles between the
@@ -354,20 +364,7 @@ impl Engine {
         x: &QuantizedActivations,
         y: &mut [f32],
     ) -> Result<()> {
-        if x.cols != m.cols() {
-            return Err(Error::Shape(format!(
-                "activations have {} features, lut matrix has {} columns",
-                x.cols,
-                m.cols()
-            )));
-        }
-        check_len(
-            "activations blocks",
-            x.blocks.len(),
-            x.rows * x.blocks_per_row,
-            "blocks",
-        )?;
-        check_len("gemm output", y.len(), x.rows * m.rows(), "elements")?;
+        check_gemm_shapes("lut matrix", m.rows(), m.cols(), x, y)?;
         #[cfg(target_arch = "x86_64")]
         let simd = std::is_x86_feature_detected!("avx2");
         #[cfg(not(target_arch = "x86_64"))]
