@@ -18,11 +18,7 @@ use diloco::trainer::LocalTrainer;
 use std::sync::Arc;
 
 fn micro() -> ModelConfig {
-    ModelConfig::from_toml(
-        "vocab_size = 32\nhidden_size = 32\nn_layers = 2\nn_heads = 2\n\
-         n_kv_heads = 1\nffn_hidden_size = 64\ncontext_length = 16",
-    )
-    .unwrap()
+    ModelConfig::from_toml(toml_of_micro()).unwrap()
 }
 
 /// A learnable stream: short repeating phrases with a seeded choice between them.
@@ -225,4 +221,29 @@ fn diloco_with_nesterov_trains_the_global_model() {
     // Hidden states: one row per probe token (2 x 16), d_model = 32 columns.
     assert_eq!((a.rows, a.cols), (32, 32));
     assert!((linear_cka(&a, &b).unwrap() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn model_specs_resolve_presets_and_files() {
+    let tiny = diloco::bitnet::model_config("tiny").unwrap();
+    assert_eq!(tiny, ModelConfig::preset("tiny").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("micro.toml");
+    std::fs::write(&path, toml_of_micro()).unwrap();
+    let micro_cfg = diloco::bitnet::model_config(path.to_str().unwrap()).unwrap();
+    assert_eq!(micro_cfg, micro());
+    let err = diloco::bitnet::model_config("no-such-preset")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-such-preset"), "{err}");
+    let missing = dir.path().join("absent.toml");
+    let err = diloco::bitnet::model_config(missing.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent.toml"), "{err}");
+}
+
+fn toml_of_micro() -> &'static str {
+    "vocab_size = 32\nhidden_size = 32\nn_layers = 2\nn_heads = 2\n\
+     n_kv_heads = 1\nffn_hidden_size = 64\ncontext_length = 16"
 }
