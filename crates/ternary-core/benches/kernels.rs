@@ -28,17 +28,9 @@ const COLD_BYTES: usize = 512 << 20;
 /// Buffer for the read-bandwidth reduction.
 const BW_BYTES: usize = 512 << 20;
 
-fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::lcg;
 
 /// Median of the timings of `f` (after one warm-up call when `min_reps > 1`), with at least
 /// `min_reps` runs and more until `budget` is spent.
@@ -251,9 +243,9 @@ fn main() {
     for &(rows, cols) in &shapes {
         let bw = measure_bw();
         bw_all.push(json!({"rows": rows, "cols": cols, "read_bandwidth_gb_per_s": bw.iter().map(|(t, g)| (t.to_string(), json!(g))).collect::<serde_json::Map<_, _>>()}));
-        let w = lcg(rows as u64 * 31 + cols as u64, rows * cols);
+        let w = lcg(rows as u64 * 31 + cols as u64, rows * cols, 1.0);
         let t = quantize_absmean(&w, rows, cols, Granularity::PerTensor, 1e-5).unwrap();
-        let xs = lcg(7, 512 * cols);
+        let xs = lcg(7, 512 * cols, 1.0);
         for &format in &formats {
             let m = if format == Format::Q8_0 {
                 PackedMatrix::quantize(format, &w, rows, cols).unwrap()
