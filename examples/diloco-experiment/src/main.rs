@@ -5,7 +5,10 @@
 //! the synchronous model at the same step).
 //!
 //! Writes `target/diloco/report.json`, `target/diloco/val_loss.png` and prints the
-//! markdown table used in docs/diloco.md. Not part of CI: it is an experiment.
+//! markdown table used in docs/diloco.md. Not part of CI: it is an experiment. After every
+//! evaluation it also rewrites `partial.json` (the finished runs plus the one in progress
+//! up to that evaluation: curve, bytes and CKA so far), so a run cut short still leaves its
+//! numbers; `--merge --include-partial` folds such runs in.
 //!
 //! ```text
 //! MAGNET_CORPUS=../shared/corpus cargo run -p diloco-experiment -- --steps 200
@@ -29,7 +32,7 @@ use bitnet_model::train::{TrainConfig, Trainer};
 use burn::prelude::Device;
 use clap::Parser;
 use diloco::bitnet::{BitnetWorker, from_weights};
-use diloco::codec::Codec;
+use diloco::codec::{self, Codec};
 use diloco::drift::{Features, linear_cka};
 use diloco::exchange::InProcess;
 use diloco::fragment::FragmentPlan;
@@ -90,6 +93,10 @@ struct Args {
     /// baseline in each) into `--out`.
     #[arg(long, value_delimiter = ',')]
     merge: Vec<PathBuf>,
+    /// With `--merge`: also take each directory's unfinished run from its `partial.json`
+    /// (up to its last evaluation) when no `report.json` there holds that run.
+    #[arg(long)]
+    include_partial: bool,
 }
 
 /// One evaluation point of a run.
@@ -261,7 +268,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| workspace_root().join("target/diloco"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if !args.merge.is_empty() {
-        return merge(&args.merge, &out);
+        return merge(&args.merge, &out, args.include_partial);
     }
     let model = ModelConfig::preset("tiny")?;
     let corpus = find_corpus(None)?.context("no corpus: set MAGNET_CORPUS")?;
@@ -377,6 +384,22 @@ fn main() -> Result<()> {
                     worker_cka: None,
                     cka_vs_sync: Some(1.0),
                 });
+                let so_far = Record {
+                    name: "sync".into(),
+                    workers: k,
+                    h: 1,
+                    codec: "f32 (all-reduce)".into(),
+                    tokens: sync.trainer.tokens_seen(),
+                    val_loss: val,
+                    bytes: sync_bytes_per_step * s,
+                    bytes_ratio: 1.0,
+                    final_cka_vs_sync: Some(1.0),
+                    mean_worker_cka: None,
+                    min_worker_cka: None,
+                    seconds: start.elapsed().as_secs_f64(),
+                    curve: curve.clone(),
+                };
+                write_partial(&out, &setup, &records, &so_far)?;
                 eprintln!(
                     "sync step {s}: train {loss:.4} val {val:.4} ({:.0} s)",
                     start.elapsed().as_secs_f64()
@@ -424,6 +447,15 @@ fn main() -> Result<()> {
             });
         }
         let mut curve = Vec::new();
+        // What the workers downloaded on joining (the f32 initial weights each), which
+        // the byte convention leaves out.
+        let initial_download =
+            k as u64 * codec::encode(&workers[0].params()?, Codec::F32)?.len() as u64;
+        let codec_name = if cfg.codec == cfg.step_codec {
+            cfg.codec.to_string()
+        } else {
+            format!("{} up / {} down", cfg.codec, cfg.step_codec)
+        };
         let report = run_in_process(
             &mut workers,
             &cfg,
@@ -458,44 +490,108 @@ fn main() -> Result<()> {
                     worker_cka: log.worker_cka,
                     cka_vs_sync,
                 });
+                let bytes = log.bytes_sent + log.bytes_received - initial_download;
+                let so_far = run_record(
+                    &name,
+                    k,
+                    &cfg,
+                    &codec_name,
+                    log.tokens,
+                    bytes,
+                    sync_bytes_per_step * log.step,
+                    start.elapsed().as_secs_f64(),
+                    curve.clone(),
+                );
+                write_partial(&out, &setup, &records, &so_far).map_err(|e| {
+                    diloco::Error::Config {
+                        field: "partial.json".into(),
+                        message: e.to_string(),
+                    }
+                })?;
                 Ok(())
             },
         )?;
         // The last observed round is the final global model (the runner flushes every
         // pending step at the last inner step).
-        let last = curve.last().context("no sync happened")?.clone();
-        let ckas: Vec<f64> = curve.iter().filter_map(|p| p.worker_cka).collect();
+        if curve.is_empty() {
+            bail!("{name}: no sync happened");
+        }
         let bytes = report.bytes_sent + report.bytes_received - report.initial_download;
-        records.push(Record {
-            name: name.clone(),
-            workers: k,
-            h: cfg.inner_steps,
-            codec: if cfg.codec == cfg.step_codec {
-                cfg.codec.to_string()
-            } else {
-                format!("{} up / {} down", cfg.codec, cfg.step_codec)
-            },
-            tokens: report.tokens,
-            val_loss: last.val_loss,
+        let record = run_record(
+            &name,
+            k,
+            &cfg,
+            &codec_name,
+            report.tokens,
             bytes,
-            bytes_ratio: sync_bytes as f64 / bytes as f64,
-            final_cka_vs_sync: last.cka_vs_sync,
-            mean_worker_cka: (!ckas.is_empty())
-                .then(|| ckas.iter().sum::<f64>() / ckas.len() as f64),
-            min_worker_cka: ckas.iter().copied().reduce(f64::min),
-            seconds: start.elapsed().as_secs_f64(),
+            sync_bytes,
+            start.elapsed().as_secs_f64(),
             curve,
-        });
+        );
         eprintln!(
             "{name}: val {:.4} in {:.0} s",
-            last.val_loss,
+            record.val_loss,
             start.elapsed().as_secs_f64()
         );
+        records.push(record);
         write_outputs(&out, &setup, &records)?;
     }
     print_table(&records);
     Ok(())
 }
+
+/// The record of a DiLoCo run whose last evaluation is the last point of `curve` (not
+/// empty), with its bytes compared to `sync_bytes`, what the baseline moves for the same
+/// steps.
+#[allow(clippy::too_many_arguments)]
+fn run_record(
+    name: &str,
+    k: usize,
+    cfg: &DilocoConfig,
+    codec: &str,
+    tokens: u64,
+    bytes: u64,
+    sync_bytes: u64,
+    seconds: f64,
+    curve: Vec<Point>,
+) -> Record {
+    let last = curve.last().expect("a run record has an evaluation");
+    let ckas: Vec<f64> = curve.iter().filter_map(|p| p.worker_cka).collect();
+    Record {
+        name: name.into(),
+        workers: k,
+        h: cfg.inner_steps,
+        codec: codec.into(),
+        tokens,
+        val_loss: last.val_loss,
+        bytes,
+        bytes_ratio: sync_bytes as f64 / bytes as f64,
+        final_cka_vs_sync: last.cka_vs_sync,
+        mean_worker_cka: (!ckas.is_empty()).then(|| ckas.iter().sum::<f64>() / ckas.len() as f64),
+        min_worker_cka: ckas.iter().copied().reduce(f64::min),
+        seconds,
+        curve,
+    }
+}
+
+/// Rewrites `partial.json`: the finished runs and `current` up to its last evaluation
+/// (through a temporary file and a rename, so a kill never leaves it torn).
+fn write_partial(
+    out: &std::path::Path,
+    setup: &impl Serialize,
+    finished: &[Record],
+    current: &Record,
+) -> Result<()> {
+    let doc = serde_json::json!({"setup": setup, "runs": finished, "in_progress": current});
+    let path = out.join(PARTIAL);
+    let tmp = out.join("partial.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The progress file [`write_partial`] keeps.
+const PARTIAL: &str = "partial.json";
 
 /// Bytes that one synchronous data-parallel step moves through the exchange protocol:
 /// `k` workers each upload their f32 gradient as an update object, the coordinator
@@ -531,7 +627,7 @@ fn sync_round_bytes(k: usize, init: ParamMap, after: &ParamMap, weight: f32) -> 
 }
 
 /// Joins the runs of several `report.json` files; the synchronous baselines must agree.
-fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
+fn merge(dirs: &[PathBuf], out: &std::path::Path, include_partial: bool) -> Result<()> {
     let mut setup = serde_json::Value::Null;
     let mut records: Vec<Record> = Vec::new();
     for dir in dirs {
@@ -560,12 +656,40 @@ fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<()> {
             setup = report["setup"].take();
         }
     }
+    if include_partial {
+        for dir in dirs {
+            let path = dir.join(PARTIAL);
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let mut doc: serde_json::Value = serde_json::from_slice(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            let current: Record = serde_json::from_value(doc["in_progress"].take())
+                .with_context(|| format!("{}: field `in_progress`", path.display()))?;
+            if records.iter().all(|r| r.name != current.name) {
+                eprintln!(
+                    "{}: unfinished run `{}` up to {} tokens",
+                    path.display(),
+                    current.name,
+                    current.tokens
+                );
+                if setup.is_null() {
+                    setup = doc["setup"].take();
+                }
+                records.push(current);
+            }
+        }
+        // The baseline first, as a finished report would have it.
+        records.sort_by_key(|r| r.name != "sync");
+    }
     if records.first().is_none_or(|r| r.name != "sync") {
         bail!("the first report has no synchronous baseline");
     }
-    let sync_bytes = records[0].bytes;
+    // Against what the baseline moves for as many tokens (the same for finished runs;
+    // unfinished ones stop early). The baseline's bytes per step are constant.
+    let (sync_bytes, sync_tokens) = (records[0].bytes, records[0].tokens.max(1));
     for r in &mut records {
-        r.bytes_ratio = sync_bytes as f64 / r.bytes as f64;
+        r.bytes_ratio = sync_bytes as f64 * (r.tokens as f64 / sync_tokens as f64) / r.bytes as f64;
     }
     let find = |name: &str, step: u64| -> Result<Option<Features>> {
         for dir in dirs {
@@ -679,5 +803,80 @@ fn print_table(records: &[Record]) {
                 .map_or_else(|| "-".into(), |c| format!("{c:.4}")),
             r.seconds,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, tokens: u64, val_loss: f64, bytes: u64) -> Record {
+        Record {
+            name: name.into(),
+            workers: 2,
+            h: 10,
+            codec: "f32".into(),
+            tokens,
+            val_loss,
+            bytes,
+            bytes_ratio: 0.0,
+            final_cka_vs_sync: None,
+            mean_worker_cka: None,
+            min_worker_cka: None,
+            seconds: 1.0,
+            curve: vec![Point {
+                step: tokens / 10,
+                tokens,
+                val_loss,
+                worker_cka: Some(0.5),
+                cka_vs_sync: None,
+            }],
+        }
+    }
+
+    fn runs_of(path: &std::path::Path) -> Vec<Record> {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        serde_json::from_value(doc["runs"].clone()).unwrap()
+    }
+
+    /// A process cut short leaves `partial.json`; merging takes its run only when asked,
+    /// with the byte ratio against the baseline at as many tokens.
+    #[test]
+    fn merge_folds_in_a_partial_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, out) = (
+            tmp.path().join("sync"),
+            tmp.path().join("h10"),
+            tmp.path().join("out"),
+        );
+        for d in [&a, &b, &out] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let setup = serde_json::json!({"preset": "tiny"});
+        write_outputs(&a, &setup, &[record("sync", 1000, 5.0, 40_000)]).unwrap();
+        // The DiLoCo process wrote its empty report.json at start, then partial.json.
+        write_outputs(&b, &setup, &[]).unwrap();
+        let finished = [record("diloco-h50", 1000, 5.2, 800)];
+        write_partial(&b, &setup, &finished, &record("diloco-h10", 500, 5.5, 2000)).unwrap();
+
+        merge(&[a.clone(), b.clone()], &out, false).unwrap();
+        let names: Vec<String> = runs_of(&out.join("report.json"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["sync"], "partial.json is read only when asked");
+
+        merge(&[b, a], &out, true).unwrap();
+        let runs = runs_of(&out.join("report.json"));
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["sync", "diloco-h10"], "the baseline first");
+        // 500 of the baseline's 1000 tokens: 20 000 baseline bytes against 2000.
+        assert!(
+            (runs[1].bytes_ratio - 10.0).abs() < 1e-12,
+            "{}",
+            runs[1].bytes_ratio
+        );
+        assert_eq!(runs[1].curve.len(), 1);
+        assert!(out.join("val_loss.png").is_file());
     }
 }
