@@ -4,8 +4,8 @@
 //! filesystem store; one worker is killed in the middle of round 2. Checks that every
 //! round commits a manifest, the killed worker is cut by the deadline, bytes are
 //! reported, the global model's held-out loss goes down and the saved model directory
-//! holds the final global weights. (S3 is covered by the toy-model processes in
-//! `store_protocol.rs`: the object store does not care what the tensors are.)
+//! holds the final global weights. The same run goes to a real S3-compatible server
+//! when `.ci/services.d/s3.sh` has exported `MAGNET_S3_ENDPOINT` / `MAGNET_S3_BUCKET`.
 #![cfg(all(feature = "bitnet", feature = "store"))]
 
 use bitnet_model::store::ModelDir;
@@ -71,15 +71,41 @@ fn json_of(out: &Output, who: &str) -> serde_json::Value {
 
 #[test]
 fn bitnet_worker_processes_train_the_global_model_and_survive_a_killed_worker() {
-    let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", tmp.path().join("run").display());
+    bitnet_run(&tmp, &store);
+}
+
+#[test]
+fn bitnet_worker_processes_on_s3() {
+    let (Ok(_), Ok(bucket)) = (
+        std::env::var("MAGNET_S3_ENDPOINT"),
+        std::env::var("MAGNET_S3_BUCKET"),
+    ) else {
+        assert!(
+            std::env::var("MAGNET_REQUIRE_ORACLES").as_deref() != Ok("1"),
+            "MAGNET_S3_ENDPOINT / MAGNET_S3_BUCKET unset but MAGNET_REQUIRE_ORACLES=1 (run .ci/services.d/s3.sh)"
+        );
+        eprintln!("skipping: MAGNET_S3_ENDPOINT unset (source .ci/services.d/s3.sh)");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let store = format!("s3://{bucket}/bitnet-{}-{nanos}", std::process::id());
+    bitnet_run(&tempfile::tempdir().unwrap(), &store);
+}
+
+/// Prepares the data in `tmp`, runs the coordinator and workers on `store`, checks.
+fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
+    let started = Instant::now();
     let corpus = tmp.path().join("corpus");
     write_corpus(&corpus);
     let model_toml = tmp.path().join("micro.toml");
     std::fs::write(&model_toml, MODEL_TOML).unwrap();
     let data = tmp.path().join("data");
     let saved = tmp.path().join("final-model");
-    let store = format!("file://{}", tmp.path().join("run").display());
     let (model, data_s) = (model_toml.to_str().unwrap(), data.to_str().unwrap());
     let shared = [
         "--model",
@@ -93,7 +119,7 @@ fn bitnet_worker_processes_train_the_global_model_and_survive_a_killed_worker() 
     ];
     let rounds = ROUNDS.to_string();
     let common = |cmd: &'static str| {
-        let mut v = vec![cmd, "--store", store.as_str(), "--rounds", rounds.as_str()];
+        let mut v = vec![cmd, "--store", store, "--rounds", rounds.as_str()];
         v.extend(shared);
         v
     };
@@ -148,7 +174,7 @@ fn bitnet_worker_processes_train_the_global_model_and_survive_a_killed_worker() 
         })
         .collect();
 
-    let ex = ObjectStoreExchange::open(&store).unwrap();
+    let ex = ObjectStoreExchange::open(store).unwrap();
     let t0 = Instant::now();
     while ex.get(&protocol::manifest_key(1)).unwrap().is_none() {
         assert!(
@@ -228,5 +254,8 @@ fn bitnet_worker_processes_train_the_global_model_and_survive_a_killed_worker() 
     let last = ex.get(&protocol::global_key(ROUNDS)).unwrap().unwrap();
     let (_, global) = codec::decode(&last, "global").unwrap();
     assert_eq!(diloco::bitnet::from_weights(dir.weights), global);
-    eprintln!("whole run: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{store}: whole run {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
