@@ -149,6 +149,7 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
         "16",
         "--save",
         save_s,
+        "--score",
     ]);
     let coord = diloco(&coord_args).spawn().unwrap();
     let h = INNER_STEPS.to_string();
@@ -213,9 +214,18 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
             assert_eq!(accepted, vec![0, 1], "round {r}");
             assert_eq!(m["missing"], serde_json::json!([2]), "round {r}");
         }
-        // f32 pseudo-gradients: at least 4 bytes per parameter each.
+        // f32 pseudo-gradients: at least 4 bytes per parameter each; every contribution
+        // scored on held-out data (loss before vs after applying it alone).
         for a in m["accepted"].as_array().unwrap() {
             assert!(a["bytes"].as_u64().unwrap() >= 4 * params);
+            let (before, after) = (
+                a["score"]["before"].as_f64().unwrap(),
+                a["score"]["after"].as_f64().unwrap(),
+            );
+            assert!(before.is_finite() && after.is_finite(), "{a}");
+            if r == 1 {
+                assert!(after < before, "one worker's first round helps alone: {a}");
+            }
         }
     }
 
