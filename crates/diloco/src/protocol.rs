@@ -266,15 +266,37 @@ impl Coordinator {
         deadline: Duration,
         poll: Duration,
     ) -> Result<(BTreeSet<u32>, Objects)> {
+        self.collect_with_grace(ex, round, deadline, None, poll)
+    }
+
+    /// [`collect`](Self::collect), also closing the round once `grace` has passed since
+    /// the first update of the round was seen: after a worker dies, the rounds that
+    /// expect it cost the healthy workers' time plus `grace` instead of the whole
+    /// `deadline` (which still bounds a round where nobody delivers). A member slower
+    /// than the fastest by more than `grace` is `missing`, its work dropped by the usual
+    /// late-update rule.
+    pub fn collect_with_grace(
+        &self,
+        ex: &dyn Exchange,
+        round: u64,
+        deadline: Duration,
+        grace: Option<Duration>,
+        poll: Duration,
+    ) -> Result<(BTreeSet<u32>, Objects)> {
         let start = Instant::now();
+        let mut first_seen: Option<Instant> = None;
         let prefix = format!("rounds/{round:08}/updates/");
         loop {
             let members = members_for(ex, round)?;
             let keys = ex.list(&prefix)?;
+            if !keys.is_empty() {
+                first_seen.get_or_insert_with(Instant::now);
+            }
             let all_in = members
                 .iter()
                 .all(|&w| keys.contains(&update_key(round, w)));
-            if (all_in && !members.is_empty()) || start.elapsed() >= deadline {
+            let graced = matches!((grace, first_seen), (Some(g), Some(t)) if t.elapsed() >= g);
+            if (all_in && !members.is_empty()) || graced || start.elapsed() >= deadline {
                 let mut out = Vec::new();
                 for key in keys {
                     if let Some(b) = ex.get(&key)? {

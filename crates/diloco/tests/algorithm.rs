@@ -273,3 +273,44 @@ fn poisoned_updates_are_rejected_with_reasons() {
     assert_eq!(m2.missing, vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(m2.delta_norm, 0.0);
 }
+
+/// With a grace period a round no longer waits out the deadline for a dead member: it
+/// closes `grace` after the first update arrived. Without updates the deadline still rules.
+#[test]
+fn grace_closes_a_round_soon_after_the_first_update() {
+    let ex = InProcess::new();
+    let (train, held) = RegressionData::generate(200, 4, 3).split(150);
+    let mut t = LinearTrainer::new(train, held, 0.05, 4, 0);
+    let init = t.params().unwrap();
+    let coord = Coordinator::start(&ex, init, CoordinatorConfig::default()).unwrap();
+    let now = Duration::ZERO;
+    let mut alive = WorkerClient::join(&ex, 0, Codec::F32, 1, now, now).unwrap();
+    // Worker 1 joins and never delivers.
+    WorkerClient::join(&ex, 1, Codec::F32, 1, now, now).unwrap();
+    t.set_params(alive.anchor()).unwrap();
+    t.train_step().unwrap();
+    alive.submit(&ex, 1, 1.0, &t.params().unwrap()).unwrap();
+    let (deadline, grace, poll) = (
+        Duration::from_mins(1),
+        Duration::from_millis(50),
+        Duration::from_millis(5),
+    );
+    let start = std::time::Instant::now();
+    let (members, objects) = coord
+        .collect_with_grace(&ex, 1, deadline, Some(grace), poll)
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(members.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(objects.len(), 1);
+    // Round 2: nobody delivers; the deadline, not the grace, ends it.
+    let start = std::time::Instant::now();
+    let (_, objects) = coord
+        .collect_with_grace(&ex, 2, Duration::from_millis(200), Some(grace), poll)
+        .unwrap();
+    assert!(objects.is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(200));
+}

@@ -2,7 +2,7 @@
 //! builds a dataset from a generated corpus, then one coordinator and three worker
 //! processes (bitnet-model trainers on their own shards) run DiLoCo rounds on a
 //! filesystem store; one worker is killed in the middle of round 2. Checks that every
-//! round commits a manifest, the killed worker is cut by the deadline, bytes are
+//! round commits a manifest, the killed worker is cut by the grace period, bytes are
 //! reported, the global model's held-out loss goes down and the saved model directory
 //! holds the final global weights. The same run goes to a real S3-compatible server
 //! when `.ci/services.d/s3.sh` has exported `MAGNET_S3_ENDPOINT` / `MAGNET_S3_BUCKET`.
@@ -143,8 +143,11 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
     coord_args.extend([
         "--workers",
         "3",
+        // The killed worker costs each later round the grace, not the deadline.
         "--deadline-ms",
-        "5000",
+        "30000",
+        "--grace-ms",
+        "2500",
         "--eval-windows",
         "16",
         "--save",
@@ -168,8 +171,8 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
                 "4",
             ]);
             if id == 2 {
-                // Slow enough to be caught mid-round 2.
-                a.extend(["--step-delay-ms", "200"]);
+                // Slow enough to be caught mid-round 2, well within the grace.
+                a.extend(["--step-delay-ms", "50"]);
             }
             diloco(&a).spawn().unwrap()
         })

@@ -104,6 +104,10 @@ enum Cmd {
         /// Per-round deadline in milliseconds, counted from the start of collection.
         #[arg(long, default_value_t = 30_000)]
         deadline_ms: u64,
+        /// Also close a round this many milliseconds after its first update arrived
+        /// (so a dead worker costs this, not the whole deadline, per round).
+        #[arg(long)]
+        grace_ms: Option<u64>,
         /// Outer optimizer: nesterov[:lr[:momentum]], sgd[:lr], average.
         #[arg(long, default_value = "nesterov")]
         outer: OuterOptimizer,
@@ -208,6 +212,7 @@ fn main() -> Result<()> {
         Cmd::Coordinator {
             common,
             deadline_ms,
+            grace_ms,
             outer,
             aggregator,
             step_codec,
@@ -247,7 +252,10 @@ fn main() -> Result<()> {
             // The last round is always evaluated: this ends as the final model's loss.
             let mut final_loss = initial_loss;
             for round in 1..=common.rounds {
-                let m = coord.run_round(&ex, round, None, deadline, poll)?;
+                let grace = grace_ms.map(Duration::from_millis);
+                let (members, objects) =
+                    coord.collect_with_grace(&ex, round, deadline, grace, poll)?;
+                let m = coord.finish_round(&ex, round, None, &members, objects)?;
                 let up: u64 = m.accepted.iter().map(|a| a.bytes as u64).sum();
                 uplink += up;
                 step_bytes += m.step_bytes as u64;
