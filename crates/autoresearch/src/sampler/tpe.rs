@@ -1,5 +1,12 @@
-//! Tree-structured Parzen Estimator with Optuna 5's defaults (multivariate, constant liar,
-//! gap-based bandwidths, magic clip, prior kernel).
+//! Tree-structured Parzen Estimator: Optuna 5's model (multivariate, constant liar,
+//! gap-based bandwidths, magic clip, prior kernel) plus a local refinement of the
+//! acquisition that Optuna lacks.
+//!
+//! Optuna proposes the best of 24 draws from the good-trial density `l` under the
+//! acquisition `ln l(x) − ln g(x)`. In six dimensions 24 draws leave that maximum far from
+//! found, so [`TpeSampler::default()`] follows them with a few rounds of local search on the
+//! same acquisition ([`Refinement`]), rejecting points that nearly repeat an observation.
+//! [`TpeSampler::optuna()`] is Optuna 5.0's `TPESampler()` exactly.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -10,7 +17,9 @@ use crate::math::{ln_ndtr_diff, logsumexp, ndtr, ndtri};
 use crate::space::{Distribution, Param, Params, SearchSpace};
 use crate::trial::{Direction, Trial, TrialState, nondomination_ranks};
 
-/// TPE sampler; `TpeSampler::default()` has Optuna 5.0's single-objective defaults.
+/// TPE sampler. `TpeSampler::default()` has Optuna 5.0's single-objective defaults (10
+/// startup trials, 24 EI candidates, gamma, weights, constant liar, multivariate) plus the
+/// acquisition [`Refinement`]; [`TpeSampler::optuna()`] drops the refinement.
 #[derive(Debug, Clone)]
 pub struct TpeSampler {
     /// Trials drawn at random before the model is used.
@@ -23,26 +32,63 @@ pub struct TpeSampler {
     pub constant_liar: bool,
     /// Weight of the prior kernel.
     pub prior_weight: f64,
-    /// Local search on the acquisition `ln l(x) − ln g(x)` after the candidate draws;
-    /// `None` is Optuna's "best of the draws".
+    /// Local search on the acquisition after the candidate draws; `None` keeps Optuna's
+    /// "best of the draws".
     pub refine: Option<Refinement>,
 }
 
-/// Local refinement of the best EI candidate.
+/// Local search on the acquisition `ln l(x) − ln g(x)`, started from the best EI candidate.
+///
+/// Each round perturbs the numeric coordinates of the incumbent with a truncated normal of
+/// standard deviation `scale × range` (snapped to legal values; categoricals stay), keeps a
+/// perturbation that scores higher, then multiplies `scale` by `shrink`. The maximum of
+/// `l/g` sits on the good observations themselves, so a perturbation within
+/// `min_distance × range` of an observation in every coordinate is rejected: a near repeat
+/// costs a trial and teaches nothing. Tuned on held-out seeds (docs/autoresearch.md).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Refinement {
     /// Rounds of local search.
     pub rounds: usize,
     /// Perturbed candidates per round.
     pub candidates: usize,
-    /// First round's perturbation, as a fraction of each numeric dimension's range.
+    /// First round's standard deviation, as a fraction of each numeric range.
     pub scale: f64,
-    /// Factor applied to the scale after each round.
+    /// Factor applied to `scale` after each round.
     pub shrink: f64,
+    /// Candidates this close (fraction of each range, every coordinate) to an observation
+    /// are rejected.
+    pub min_distance: f64,
+}
+
+impl Default for Refinement {
+    fn default() -> Self {
+        Self {
+            rounds: 4,
+            candidates: 8,
+            scale: 0.05,
+            shrink: 0.5,
+            min_distance: 0.03,
+        }
+    }
 }
 
 impl Default for TpeSampler {
     fn default() -> Self {
+        Self {
+            refine: Some(Refinement::default()),
+            ..Self::optuna()
+        }
+    }
+}
+
+impl TpeSampler {
+    /// Optuna 5 defaults plus the acquisition refinement (same as `default()`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Exactly Optuna 5.0's `TPESampler()`: multivariate, constant liar, best of 24 draws.
+    pub fn optuna() -> Self {
         Self {
             n_startup_trials: 10,
             n_ei_candidates: 24,
@@ -52,19 +98,12 @@ impl Default for TpeSampler {
             refine: None,
         }
     }
-}
 
-impl TpeSampler {
-    /// Optuna 5 defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Independent (univariate) TPE, Optuna 4's default model.
+    /// Independent (univariate) TPE exactly as Optuna's `TPESampler(multivariate=False)`.
     pub fn independent() -> Self {
         Self {
             multivariate: false,
-            ..Self::default()
+            ..Self::optuna()
         }
     }
 }
@@ -258,8 +297,14 @@ impl Parzen {
     }
 
     /// A truncated-normal perturbation of the numeric coordinates of `x` with standard
-    /// deviation `scale` times each range (snapped to legal values); categoricals stay.
-    fn perturb(&self, x: &[f64], scale: f64, rng: &mut StdRng, dists: &[&Distribution]) -> Vec<f64> {
+    /// deviation `scale` times each range, snapped to legal values; categoricals stay.
+    fn perturb(
+        &self,
+        x: &[f64],
+        scale: f64,
+        rng: &mut StdRng,
+        dists: &[&Distribution],
+    ) -> Vec<f64> {
         self.dims
             .iter()
             .zip(dists)
@@ -269,14 +314,31 @@ impl Parzen {
                     let s = scale * (high - low);
                     let pa = ndtr((low - xd) / s);
                     let pb = ndtr((high - xd) / s);
-                    let u = pa + rng.random::<f64>() * (pb - pa);
-                    let y = xd + s * ndtri(u);
-                    let y = if y.is_finite() { y.clamp(*low, *high) } else { xd };
+                    let y = xd + s * ndtri(pa + rng.random::<f64>() * (pb - pa));
+                    // ndtri(0 or 1) is infinite: a draw at the very bound stays put.
+                    let y = if y.is_finite() {
+                        y.clamp(*low, *high)
+                    } else {
+                        xd
+                    };
                     dist.to_internal(&dist.from_internal(y)).unwrap_or(y)
                 }
                 Dim::Cat { .. } => xd,
             })
             .collect()
+    }
+
+    /// Whether `a` and `b` are within `frac` of the range in every numeric coordinate and
+    /// agree on every categorical one.
+    fn near(&self, a: &[f64], b: &[f64], frac: f64) -> bool {
+        self.dims
+            .iter()
+            .zip(a)
+            .zip(b)
+            .all(|((dim, &x), &y)| match dim {
+                Dim::Num { low, high, .. } => (x - y).abs() <= frac * (high - low),
+                Dim::Cat { .. } => x == y,
+            })
     }
 
     fn ln_pdf(&self, x: &[f64]) -> f64 {
@@ -412,7 +474,8 @@ fn nan_last(x: f64) -> f64 {
 }
 
 impl TpeSampler {
-    /// Samples a group of parameters jointly from the below/above split.
+    /// Samples a group of parameters jointly from the below/above split; returns the
+    /// internal values and their acquisition `ln l − ln g`.
     fn sample_group(
         &self,
         group: &[&Param],
@@ -420,7 +483,7 @@ impl TpeSampler {
         above: &[&Trial],
         multi: bool,
         rng: &mut StdRng,
-    ) -> Vec<f64> {
+    ) -> (Vec<f64>, f64) {
         let dists: Vec<&Distribution> = group.iter().map(|p| &p.dist).collect();
         let observe = |ts: &[&Trial]| -> Vec<Vec<f64>> {
             ts.iter()
@@ -458,6 +521,9 @@ impl TpeSampler {
             for _ in 0..r.rounds {
                 for _ in 0..r.candidates {
                     let y = l.perturb(&best, scale, rng, &dists);
+                    if ob.iter().chain(&oa).any(|o| l.near(o, &y, r.min_distance)) {
+                        continue;
+                    }
                     let score = l.ln_pdf(&y) - g.ln_pdf(&y);
                     if score > best_score {
                         best_score = score;
@@ -467,7 +533,7 @@ impl TpeSampler {
                 scale *= r.shrink;
             }
         }
-        best
+        (best, best_score)
     }
 }
 
@@ -492,7 +558,7 @@ impl Sampler for TpeSampler {
                 .filter(|p| p.condition.is_none())
                 .collect();
             if !group.is_empty() {
-                let x = self.sample_group(&group, &below, &above, multi, ctx.rng);
+                let (x, _) = self.sample_group(&group, &below, &above, multi, ctx.rng);
                 for (p, xi) in group.iter().zip(x) {
                     joint.insert(p.name.clone(), p.dist.from_internal(xi));
                 }
@@ -503,7 +569,7 @@ impl Sampler for TpeSampler {
             if let Some(v) = joint.get(&p.name) {
                 return v.clone();
             }
-            let x = self.sample_group(&[p], &below, &above, multi, rng);
+            let (x, _) = self.sample_group(&[p], &below, &above, multi, rng);
             p.dist.from_internal(x[0])
         }))
     }
@@ -682,5 +748,210 @@ mod tests {
         let p = Parzen::new(&[vec![2.0]], &[1.0], &[&di], 1.0);
         let total: f64 = (0..=5).map(|i| p.ln_pdf(&[f64::from(i)]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6, "{total}");
+    }
+
+    /// A finished trial with one objective value.
+    fn complete(number: u64, params: Params, value: f64) -> Trial {
+        let mut t = Trial::new(number, params, "w");
+        t.state = TrialState::Complete;
+        t.values = Some(vec![value]);
+        t
+    }
+
+    /// One proposal of `s` after `trials`, with the RNG a study seeded `seed` would use.
+    fn propose(s: &mut TpeSampler, space: &SearchSpace, trials: &[Trial], seed: u64) -> Params {
+        let number = trials.len() as u64;
+        let mut rng = super::super::trial_rng(seed, number);
+        let rng_of = |n| super::super::trial_rng(seed, n);
+        let mut ctx = SampleContext {
+            space,
+            trials,
+            directions: &[Direction::Minimize],
+            number,
+            rng: &mut rng,
+            rng_of: &rng_of,
+        };
+        s.sample(&mut ctx).expect("a proposal")
+    }
+
+    /// Every kind of parameter: linear, log and stepped floats, stepped and log integers,
+    /// a categorical.
+    fn mixed_space() -> SearchSpace {
+        SearchSpace::new()
+            .float("lin", -2.0, 3.0, false)
+            .float("lg", 1e-4, 1.0, true)
+            .int("n", 0, 20, 3, false)
+            .int("ln", 1, 256, 1, true)
+            .categorical(
+                "c",
+                vec![
+                    crate::ParamValue::Str("a".into()),
+                    crate::ParamValue::Int(2),
+                    crate::ParamValue::Bool(true),
+                ],
+            )
+            .float("st", 0.0, 1.0, false)
+    }
+
+    /// A history of `n` random trials on `space` with a smooth objective.
+    fn history(space: &SearchSpace, n: usize, seed: u64) -> Vec<Trial> {
+        let mut rng = super::super::trial_rng(seed, 1 << 40);
+        (0..n as u64)
+            .map(|i| {
+                let p = sample_random(space, &mut rng);
+                let v: f64 = space
+                    .params
+                    .iter()
+                    .map(|q| (q.dist.to_unit(&p[&q.name]).unwrap_or(0.5) - 0.3).powi(2))
+                    .sum();
+                complete(i, p, v)
+            })
+            .collect()
+    }
+
+    /// The acquisition of a proposal under the model `history` gives (one joint group).
+    fn acquisition(space: &SearchSpace, trials: &[Trial], x: &Params) -> f64 {
+        let group: Vec<&Param> = space.params.iter().collect();
+        let dists: Vec<&Distribution> = group.iter().map(|p| &p.dist).collect();
+        let (below, above) = split(trials, &[Direction::Minimize], true);
+        let obs = |ts: &[&Trial]| -> Vec<Vec<f64>> {
+            ts.iter()
+                .map(|t| {
+                    group
+                        .iter()
+                        .map(|p| p.dist.to_internal(&t.params[&p.name]).expect("legal"))
+                        .collect()
+                })
+                .collect()
+        };
+        let (ob, oa) = (obs(&below), obs(&above));
+        let l = Parzen::new(&ob, &default_weights(ob.len()), &dists, 1.0);
+        let g = Parzen::new(&oa, &default_weights(oa.len()), &dists, 1.0);
+        let xi: Vec<f64> = group
+            .iter()
+            .map(|p| p.dist.to_internal(&x[&p.name]).expect("legal"))
+            .collect();
+        l.ln_pdf(&xi) - g.ln_pdf(&xi)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Refined proposals are legal values of every kind of parameter (on the step grid,
+        /// inside the bounds, a real choice), even with perturbations wider than the range,
+        /// and the same seed gives the same proposal.
+        #[test]
+        fn refined_proposals_are_legal_and_deterministic(
+            seed in 0u64..1000,
+            n in 11usize..40,
+            scale in 0.01f64..3.0,
+            multivariate in proptest::bool::ANY,
+        ) {
+            let space = mixed_space();
+            let trials = history(&space, n, seed);
+            let mut s = TpeSampler {
+                multivariate,
+                refine: Some(Refinement { rounds: 5, candidates: 6, scale, shrink: 0.7, min_distance: 0.0 }),
+                ..TpeSampler::default()
+            };
+            let a = propose(&mut s, &space, &trials, seed);
+            let b = propose(&mut s.clone(), &space, &trials, seed);
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert_eq!(a.len(), space.params.len());
+            for p in &space.params {
+                let v = &a[&p.name];
+                proptest::prop_assert!(p.dist.contains(v), "{} = {:?}", p.name, v);
+                let back = p.dist.from_internal(p.dist.to_internal(v).expect("encodes"));
+                proptest::prop_assert_eq!(&back, v);
+            }
+        }
+    }
+
+    /// Starting from the same best-of-24 draw (same RNG), the refinement never lowers the
+    /// acquisition and raises it in most proposals.
+    #[test]
+    fn refinement_raises_the_acquisition() {
+        let space = mixed_space();
+        let mut raised = 0;
+        for seed in 0..30 {
+            let trials = history(&space, 40, seed);
+            let plain = propose(&mut TpeSampler::optuna(), &space, &trials, seed);
+            let refined = propose(&mut TpeSampler::default(), &space, &trials, seed);
+            let (a0, a1) = (
+                acquisition(&space, &trials, &plain),
+                acquisition(&space, &trials, &refined),
+            );
+            assert!(a1 >= a0 - 1e-9, "seed {seed}: {a1} < {a0}");
+            raised += usize::from(a1 > a0 + 1e-9);
+        }
+        assert!(raised >= 20, "raised in {raised} of 30");
+    }
+
+    /// No refined proposal nearly repeats an observation: within `min_distance` of the
+    /// range in every numeric coordinate with the same category.
+    #[test]
+    fn refinement_skips_near_repeats() {
+        let space = SearchSpace::new()
+            .float("x", 0.0, 1.0, false)
+            .float("y", -5.0, 5.0, false);
+        let r = Refinement::default();
+        let mut optuna_repeats = 0;
+        for seed in 0..40 {
+            let trials = history(&space, 30, seed);
+            let near = |p: &Params| {
+                trials.iter().any(|t| {
+                    let dx = (t.params["x"].as_f64().unwrap() - p["x"].as_f64().unwrap()).abs();
+                    let dy = (t.params["y"].as_f64().unwrap() - p["y"].as_f64().unwrap()).abs();
+                    dx <= r.min_distance && dy <= r.min_distance * 10.0
+                })
+            };
+            let plain = propose(&mut TpeSampler::optuna(), &space, &trials, seed);
+            let refined = propose(&mut TpeSampler::default(), &space, &trials, seed);
+            optuna_repeats += usize::from(near(&plain));
+            // A near repeat can only come from the unrefined draw itself.
+            assert!(
+                !near(&refined) || refined == plain,
+                "seed {seed}: {refined:?}"
+            );
+        }
+        eprintln!("best-of-24 draws that nearly repeat an observation: {optuna_repeats} of 40");
+    }
+
+    /// Constant liar still steers the refined sampler away from a running trial placed at
+    /// the best region: with the lie, fewer proposals land next to it.
+    #[test]
+    fn constant_liar_works_with_refinement() {
+        let space = SearchSpace::new().float("x", 0.0, 1.0, false);
+        let mut trials: Vec<Trial> = (0..30u64)
+            .map(|i| {
+                let x = (i as f64 + 0.5) / 30.0;
+                let mut p = Params::new();
+                p.insert("x".into(), crate::ParamValue::Float(x));
+                complete(i, p, (x - 0.3).powi(2))
+            })
+            .collect();
+        for (k, x) in [0.29, 0.3, 0.31].into_iter().enumerate() {
+            let mut p = Params::new();
+            p.insert("x".into(), crate::ParamValue::Float(x));
+            trials.push(Trial::new(30 + k as u64, p, "other"));
+        }
+        let close = |liar: bool| -> usize {
+            let mut s = TpeSampler {
+                constant_liar: liar,
+                ..TpeSampler::default()
+            };
+            (0..200)
+                .filter(|&seed| {
+                    let x = propose(&mut s, &space, &trials, seed)["x"]
+                        .as_f64()
+                        .unwrap();
+                    (x - 0.3).abs() < 0.04
+                })
+                .count()
+        };
+        let (with_lie, without) = (close(true), close(false));
+        eprintln!(
+            "proposals within 0.04 of the running trials: liar {with_lie}, no liar {without}"
+        );
+        assert!(with_lie * 2 < without, "liar {with_lie}, no liar {without}");
     }
 }
