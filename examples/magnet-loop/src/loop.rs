@@ -28,7 +28,9 @@ use incentive_ledger::merkle::Hash;
 use incentive_ledger::record::{
     Body, Contribution, Evaluation, Genesis, Message, Metric, Role, SignedMessage,
 };
-use incentive_ledger::rewards::{EvalScore, Measurement, heldout_batches, heldout_seed};
+use incentive_ledger::rewards::{
+    EvalScore, Measurement, heldout_batches, heldout_seed, sketch_overlap_ppm,
+};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -488,10 +490,18 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
 
         let uplink: u64 = submitted.iter().map(|s| s.bytes).sum();
         let state = ledger.state();
+        let sketches: Vec<&[u32]> = submitted
+            .iter()
+            .map(|s| match &s.msg.msg.body {
+                Body::Contribution(c) => c.sketch.as_slice(),
+                _ => &[],
+            })
+            .collect();
         let per_worker = submitted
             .iter()
             .zip(&outcomes)
-            .map(|(s, o)| WorkerRound {
+            .enumerate()
+            .map(|(ci, (s, o))| WorkerRound {
                 worker: s.name.clone(),
                 key: s.key.short(),
                 artifact: hex(&match &s.msg.msg.body {
@@ -500,6 +510,11 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                 })[..16]
                     .to_string(),
                 artifact_bytes: s.bytes,
+                max_overlap_ppm: sketches[..ci]
+                    .iter()
+                    .map(|e| sketch_overlap_ppm(e, sketches[ci]))
+                    .max()
+                    .unwrap_or(0),
                 score_ppm: match o.consensus {
                     Some(EvalScore::Ppm(p)) => Some(p),
                     _ => None,
@@ -595,6 +610,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         inner_steps: cfg.inner_steps,
         codec: cfg.codec.to_string(),
         seed: cfg.seed,
+        copy_threshold_ppm: cfg.copy_threshold_ppm,
         initial_val_loss: initial_val,
         per_round: rounds,
         slashes,

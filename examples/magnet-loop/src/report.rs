@@ -18,6 +18,9 @@ pub struct WorkerRound {
     pub artifact: String,
     /// Artifact size.
     pub artifact_bytes: u64,
+    /// Largest copy-sketch overlap (ppm) with an earlier contribution of the round (the
+    /// ledger slashes as copied from its genesis threshold on).
+    pub max_overlap_ppm: u64,
     /// Consensus score (stake-weighted median) in ppm of relative loss improvement.
     pub score_ppm: Option<i64>,
     /// Slash reason, if slashed.
@@ -116,6 +119,8 @@ pub struct Report {
     pub codec: String,
     /// Seed.
     pub seed: u64,
+    /// Sketch overlap (ppm) from which the ledger slashes a contribution as copied.
+    pub copy_threshold_ppm: u32,
     /// Val loss of the initial weights.
     pub initial_val_loss: f64,
     /// One entry per round.
@@ -145,7 +150,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "Model `{}` ({} parameters), {} workers{}, {} validators, {} rounds of H = {}, codec \
-         `{}`, seed {}; corpus `{}`; {:.0} s.\n",
+         `{}`, seed {}, copy threshold {} ppm; corpus `{}`; {:.0} s.\n",
         r.model,
         r.parameters,
         r.workers,
@@ -155,6 +160,7 @@ pub fn markdown(r: &Report) -> String {
         r.inner_steps,
         r.codec,
         r.seed,
+        r.copy_threshold_ppm,
         r.corpus,
         r.seconds
     );
@@ -168,7 +174,7 @@ pub fn markdown(r: &Report) -> String {
         "| round | val loss | uplink B | validators B | downlink B | emission |"
     );
     for n in &names {
-        let _ = write!(s, " {n} score ppm / reward / balance |");
+        let _ = write!(s, " {n} score ppm / overlap ppm / reward / balance |");
     }
     let _ = write!(s, "\n|---:|---:|---:|---:|---:|---:|");
     for _ in &names {
@@ -197,7 +203,11 @@ pub fn markdown(r: &Report) -> String {
                 .slashed
                 .as_ref()
                 .map_or(String::new(), |r| format!(" (slashed: {r})"));
-            let _ = write!(s, " {score} / {} / {}{slash} |", w.reward, w.balance);
+            let _ = write!(
+                s,
+                " {score} / {} / {} / {}{slash} |",
+                w.max_overlap_ppm, w.reward, w.balance
+            );
         }
         let _ = writeln!(s);
     }

@@ -61,6 +61,25 @@ fn hex32(s: &str) -> [u8; 32] {
     b.try_into().unwrap()
 }
 
+/// Runs `magnet-loop run` on the micro model and returns its report.json.
+fn run_loop(corpus: &Path, model: &Path, out: &Path) -> Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_magnet-loop"))
+        .args(["run", "--model"])
+        .arg(model)
+        .args(["--workers", &WORKERS.to_string(), "--validators", "3"])
+        .args(["--rounds", &ROUNDS.to_string(), "--inner-steps", "10"])
+        .args(["--seq-len", "16", "--batch-size", "4", "--lr", "0.01"])
+        .args(["--heldout-windows", "4", "--eval-windows", "8", "--copycat"])
+        .arg("--corpus")
+        .arg(corpus)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "magnet-loop run failed: {status:?}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() {
     let started = Instant::now();
@@ -70,22 +89,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     let model = tmp.path().join("micro.toml");
     std::fs::write(&model, MODEL_TOML).unwrap();
     let out = tmp.path().join("out");
-    let status = Command::new(env!("CARGO_BIN_EXE_magnet-loop"))
-        .args(["run", "--model"])
-        .arg(&model)
-        .args(["--workers", &WORKERS.to_string(), "--validators", "3"])
-        .args(["--rounds", &ROUNDS.to_string(), "--inner-steps", "10"])
-        .args(["--seq-len", "16", "--batch-size", "4", "--lr", "0.01"])
-        .args(["--heldout-windows", "4", "--eval-windows", "8", "--copycat"])
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "magnet-loop run failed: {status:?}");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = run_loop(&corpus, &model, &out);
     assert!(out.join("report.md").is_file());
     assert!(out.join("model/model.safetensors").is_file());
 
@@ -98,6 +102,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
 
     // Every round: honest workers scored positive and paid, the copycat slashed as a copy
     // and unpaid; every contribution is an artifact of the same size.
+    let threshold = r["copy_threshold_ppm"].as_u64().unwrap();
     for x in rounds {
         let ws = x["workers"].as_array().unwrap();
         assert_eq!(ws.len(), WORKERS + 1);
@@ -105,11 +110,13 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
             assert!(w["slashed"].is_null(), "honest worker slashed: {w}");
             assert!(w["score_ppm"].as_i64().unwrap() > 0, "{w}");
             assert!(w["reward"].as_u64().unwrap() > 0, "{w}");
+            assert!(w["max_overlap_ppm"].as_u64().unwrap() < threshold, "{w}");
         }
         let c = &ws[WORKERS];
         assert_eq!(c["worker"], "copycat");
         assert!(c["slashed"].as_str().unwrap().starts_with("copied"), "{c}");
         assert_eq!(c["reward"].as_u64().unwrap(), 0);
+        assert!(c["max_overlap_ppm"].as_u64().unwrap() >= threshold, "{c}");
         assert_eq!(x["merged"].as_u64().unwrap(), WORKERS as u64);
         assert!(x["uplink_bytes"].as_u64().unwrap() > 0);
     }
@@ -178,5 +185,10 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
         std::fs::write(&p, &orig).unwrap();
     }
     verify_dir(dir, Some(&operator)).unwrap();
+
+    // Same seed, same run: the same ledger (Merkle root over every signed entry) and curve.
+    let again = run_loop(&corpus, &model, &tmp.path().join("again"));
+    assert_eq!(again["ledger"]["root"], r["ledger"]["root"]);
+    assert_eq!(again["per_round"], r["per_round"]);
     eprintln!("whole loop test: {:.1} s", started.elapsed().as_secs_f64());
 }
