@@ -114,12 +114,33 @@ pub fn params_hash(p: &ParamMap) -> Hash {
     h.finalize().into()
 }
 
-/// Strictly increasing flat indices of the `SKETCH_K` largest-magnitude coordinates.
-fn sketch(update: &ParamMap) -> Vec<u32> {
-    let flat: Vec<f32> = update
+/// Copy-detection sketch: strictly increasing flat indices of the `SKETCH_K`
+/// largest-magnitude coordinates of the update's residual after removing its projection on
+/// `common`, the previous round's merged update (public: every node can derive it from the
+/// two global models). Honest workers starting from the same weights share the large
+/// coordinates of that common direction (top-k of the raw update overlapped by up to ~80 %
+/// between honest workers in the micro test), while their residuals come from their own
+/// data; a copy keeps the residual of the update it copied.
+fn sketch(update: &ParamMap, common: Option<&ParamMap>) -> Vec<u32> {
+    let mut flat: Vec<f32> = update
         .values()
         .flat_map(|t| t.data.iter().copied())
         .collect();
+    if let Some(c) = common.filter(|c| params::check_same_layout(c, update).is_ok()) {
+        let dir: Vec<f32> = c.values().flat_map(|t| t.data.iter().copied()).collect();
+        let dot: f64 = flat
+            .iter()
+            .zip(&dir)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let norm2: f64 = dir.iter().map(|b| f64::from(*b).powi(2)).sum();
+        if norm2 > 0.0 && dot.is_finite() {
+            let alpha = (dot / norm2) as f32;
+            for (a, b) in flat.iter_mut().zip(&dir) {
+                *a -= alpha * b;
+            }
+        }
+    }
     let mut idx: Vec<u32> = (0..u32::try_from(flat.len()).unwrap_or(u32::MAX)).collect();
     let k = SKETCH_K.min(idx.len());
     if k == 0 {
@@ -341,6 +362,8 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
     eprintln!("round 0: val loss {initial_val:.4}");
     let mut rounds = Vec::new();
     let mut slashes = Vec::new();
+    // The previous round's merged update, the shared direction the copy sketch removes.
+    let mut common: Option<ParamMap> = None;
     for round in 1..=cfg.rounds {
         let parent = params_hash(&global);
         // Inner training, then one signed contribution per worker.
@@ -356,6 +379,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
             let bytes = codec::encode(&delta, cfg.codec)?;
             submitted.push(contribute(
                 &mut ledger,
+                common.as_ref(),
                 &worker_keys[i],
                 &names[i],
                 round,
@@ -371,6 +395,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
             let bytes = codec::encode(&copy, cfg.codec)?;
             submitted.push(contribute(
                 &mut ledger,
+                common.as_ref(),
                 &worker_keys[cfg.workers],
                 &names[cfg.workers],
                 round,
@@ -476,11 +501,14 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         let merged = paid.len();
         let (kept, rejected) = screen(paid, &global, round - 1, &ScreenConfig::default());
         let mut downlink = 0u64;
-        if !kept.is_empty() {
+        if kept.is_empty() {
+            common = None;
+        } else {
             let mean = Aggregator::Mean.aggregate(&kept);
             let step = outer.step(&mean);
             downlink = codec::encode(&step, Codec::F32)?.len() as u64 * cfg.workers as u64;
             params::axpy(&mut global, 1.0, &step)?;
+            common = Some(mean);
         }
         for w in &mut workers {
             w.set_params(&global)?;
@@ -636,8 +664,10 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
 }
 
 /// Hashes `bytes` (the artifact), signs and submits the worker's contribution.
+#[allow(clippy::too_many_arguments)]
 fn contribute(
     ledger: &mut Ledger,
+    common: Option<&ParamMap>,
     key: &Keypair,
     name: &str,
     round: u64,
@@ -666,7 +696,7 @@ fn contribute(
             artifact,
             artifact_size: bytes.len() as u64,
             metrics,
-            sketch: sketch(&delta),
+            sketch: sketch(&delta, common),
         }),
     };
     let msg = m.sign(key);

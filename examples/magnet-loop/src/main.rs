@@ -86,7 +86,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 16)]
     eval_windows: usize,
     /// Sketch overlap (ppm) from which a later contribution counts as a copy.
-    #[arg(long, default_value_t = 900_000)]
+    #[arg(long, default_value_t = 600_000)]
     copy_threshold_ppm: u32,
     /// Units minted in round 1.
     #[arg(long, default_value_t = 1_000_000)]
