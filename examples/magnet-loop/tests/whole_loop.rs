@@ -62,7 +62,7 @@ fn hex32(s: &str) -> [u8; 32] {
 }
 
 /// Runs `magnet-loop run` on the micro model and returns its report.json.
-fn run_loop(corpus: &Path, model: &Path, out: &Path) -> Value {
+fn run_loop(corpus: &Path, model: &Path, out: &Path, extra: &[&str]) -> Value {
     let status = Command::new(env!("CARGO_BIN_EXE_magnet-loop"))
         .args(["run", "--model"])
         .arg(model)
@@ -74,6 +74,7 @@ fn run_loop(corpus: &Path, model: &Path, out: &Path) -> Value {
         .arg(corpus)
         .arg("--out")
         .arg(out)
+        .args(extra)
         .status()
         .unwrap();
     assert!(status.success(), "magnet-loop run failed: {status:?}");
@@ -89,7 +90,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     let model = tmp.path().join("micro.toml");
     std::fs::write(&model, MODEL_TOML).unwrap();
     let out = tmp.path().join("out");
-    let r = run_loop(&corpus, &model, &out);
+    let r = run_loop(&corpus, &model, &out, &[]);
     assert!(out.join("report.md").is_file());
     assert!(out.join("model/model.safetensors").is_file());
 
@@ -187,8 +188,44 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     verify_dir(dir, Some(&operator)).unwrap();
 
     // Same seed, same run: the same ledger (Merkle root over every signed entry) and curve.
-    let again = run_loop(&corpus, &model, &tmp.path().join("again"));
+    let again = run_loop(&corpus, &model, &tmp.path().join("again"), &[]);
     assert_eq!(again["ledger"]["root"], r["ledger"]["root"]);
     assert_eq!(again["per_round"], r["per_round"]);
+
+    // A lossy uplink (4-bit blocks): artifacts shrink ~6x, the loop still learns and pays
+    // the honest workers, and the copycat (re-quantized copy) is still caught.
+    let q4 = run_loop(
+        &corpus,
+        &model,
+        &tmp.path().join("q4"),
+        &["--codec", "q4:64"],
+    );
+    let f32_bytes = rounds[0]["uplink_bytes"].as_u64().unwrap();
+    let q4_bytes = q4["per_round"][0]["uplink_bytes"].as_u64().unwrap();
+    assert!(
+        q4_bytes * 5 < f32_bytes,
+        "q4 {q4_bytes} vs f32 {f32_bytes} bytes"
+    );
+    let q4_last = q4["per_round"][ROUNDS as usize - 1]["val_loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        q4_last < initial - 0.3,
+        "q4 val loss {initial} -> {q4_last}"
+    );
+    for x in q4["per_round"].as_array().unwrap() {
+        let ws = x["workers"].as_array().unwrap();
+        assert!(
+            ws[..WORKERS]
+                .iter()
+                .all(|w| w["reward"].as_u64().unwrap() > 0)
+        );
+        assert!(
+            ws[WORKERS]["slashed"]
+                .as_str()
+                .unwrap()
+                .starts_with("copied")
+        );
+    }
     eprintln!("whole loop test: {:.1} s", started.elapsed().as_secs_f64());
 }
