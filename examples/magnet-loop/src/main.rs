@@ -105,6 +105,11 @@ fn run(a: RunArgs) -> Result<()> {
     let out = a
         .out
         .unwrap_or_else(|| workspace_root().join("target/magnet-loop"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Plain paths in the report (workspace_root() may contain `..`).
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", out.display()))?;
     let cfg = r#loop::RunConfig {
         model,
         model_name: a.model,
