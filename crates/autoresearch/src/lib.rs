@@ -2,6 +2,10 @@
 //! random, QMC, TPE, CMA-ES, phased), pruners (median, ASHA, Hyperband), durable studies
 //! (journal file, PostgreSQL) and honest evaluation.
 //!
+//! `TpeSampler::default()` is Optuna 5's TPE plus a local refinement of its acquisition
+//! (better on Hartmann6 than Optuna's `TPESampler()`: see `docs/autoresearch.md`);
+//! `TpeSampler::optuna()` is Optuna's exactly.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use autoresearch::{OptimizeOptions, SearchSpace, Study, TpeSampler, TrialError, TrialHandle};

@@ -178,6 +178,8 @@ fn regex_metric_pruning_and_timeouts() {
         study.to_str().unwrap(),
         "--trials",
         "4",
+        "--sampler",
+        "tpe-optuna",
         "--metric-regex",
         r"val_loss: ([0-9.]+)",
         "--timeout",

@@ -33,7 +33,10 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SamplerKind {
+    /// Optuna 5's TPE plus the acquisition refinement (the default).
     Tpe,
+    /// Optuna 5's TPESampler() exactly (no acquisition refinement).
+    TpeOptuna,
     Random,
     Qmc,
     Cmaes,
@@ -173,6 +176,7 @@ fn make_sampler(kind: &str, seed: u64) -> Box<dyn Sampler> {
         "qmc" => Box::new(QmcSampler::new(seed)),
         "cmaes" => Box::new(CmaEsSampler::new()),
         "grid" => Box::new(GridSampler::new(5, seed)),
+        "tpe-optuna" => Box::new(TpeSampler::optuna()),
         _ => Box::new(TpeSampler::default()),
     }
 }
@@ -392,6 +396,7 @@ fn real_main() -> autoresearch::Result<()> {
             }
             let sname = match sampler {
                 SamplerKind::Tpe => "tpe",
+                SamplerKind::TpeOptuna => "tpe-optuna",
                 SamplerKind::Random => "random",
                 SamplerKind::Qmc => "qmc",
                 SamplerKind::Cmaes => "cmaes",

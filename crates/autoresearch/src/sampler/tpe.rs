@@ -148,12 +148,106 @@ enum Dim {
         ln_c: Vec<f64>,
         /// `1 / σ` per kernel.
         inv_s: Vec<f64>,
+        /// Precomputed terms of every value of a small integer dimension.
+        table: Option<IntTable>,
     },
     Cat {
         /// Row per kernel of choice probabilities (already logs).
         ln_probs: Vec<Vec<f64>>,
         probs: Vec<Vec<f64>>,
     },
+}
+
+/// Integer dimensions with at most this many values get their kernel terms precomputed:
+/// a stepped kernel costs a `ln(Φ(b) − Φ(a))` per kernel and candidate, and the refined
+/// acquisition evaluates 56 candidates per proposal.
+const MAX_TABLE_VALUES: i64 = 32;
+
+/// `ln p_k(x) + ln_c[k]` of every kernel of an integer dimension, per value.
+struct IntTable {
+    first: f64,
+    step: f64,
+    log: bool,
+    rows: Vec<Vec<f64>>,
+}
+
+impl IntTable {
+    fn new(dist: &Distribution, kernels: &NumKernels<'_>) -> Option<Self> {
+        let Distribution::Int {
+            low,
+            high,
+            step,
+            log,
+        } = *dist
+        else {
+            return None;
+        };
+        let count = (high - low) / step + 1;
+        if count > MAX_TABLE_VALUES {
+            return None;
+        }
+        let values = (0..count).map(|j| (low + j * step) as f64);
+        let mut rows = Vec::with_capacity(count as usize);
+        for v in values {
+            let xd = if log { v.ln() } else { v };
+            // A row answers for the values whose terms it holds (a log value is read back
+            // through `exp().round()`).
+            if log && xd.exp().round() != v {
+                return None;
+            }
+            let mut row = vec![0.0; kernels.mus.len()];
+            kernels.add_terms(&mut row, xd);
+            rows.push(row);
+        }
+        Some(Self {
+            first: low as f64,
+            step: step as f64,
+            log,
+            rows,
+        })
+    }
+
+    /// The precomputed terms of `xd`, when it is one of the table's values exactly.
+    fn row(&self, xd: f64) -> Option<&[f64]> {
+        let v = if self.log { xd.exp().round() } else { xd };
+        let j = ((v - self.first) / self.step).round();
+        if !(j >= 0.0 && j < self.rows.len() as f64) || self.first + j * self.step != v {
+            return None;
+        }
+        Some(&self.rows[j as usize])
+    }
+}
+
+/// The kernels of one numeric dimension.
+struct NumKernels<'a> {
+    mus: &'a [f64],
+    inv_s: &'a [f64],
+    ln_c: &'a [f64],
+    step: Option<f64>,
+    log_step: Option<f64>,
+}
+
+impl NumKernels<'_> {
+    /// Adds `ln p_k(xd) + ln_c[k]` of kernel k to `terms[k]`.
+    fn add_terms(&self, terms: &mut [f64], xd: f64) {
+        // A log integer's bin edges, from its value (internal x = ln v).
+        let log_bin = self.log_step.map(|st| {
+            let v = xd.exp().round();
+            ((v - st / 2.0).ln(), (v + st / 2.0).ln())
+        });
+        for (k, t) in terms.iter_mut().enumerate() {
+            let (m, is) = (self.mus[k], self.inv_s[k]);
+            let lp = if let Some((lo, hi)) = log_bin {
+                ln_ndtr_diff((lo - m) * is, (hi - m) * is)
+            } else if let Some(st) = self.step {
+                ln_ndtr_diff((xd - st / 2.0 - m) * is, (xd + st / 2.0 - m) * is)
+            } else {
+                let z = (xd - m) * is;
+                -0.5 * z * z
+            };
+            *t += lp + self.ln_c[k];
+        }
+    }
 }
 
 /// A product-kernel Parzen mixture over a group of parameters.
@@ -216,7 +310,7 @@ impl Parzen {
                     _ => None,
                 };
                 let half_ln_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
-                let ln_c = mus
+                let ln_c: Vec<f64> = mus
                     .iter()
                     .zip(&sigmas)
                     .map(|(m, s)| {
@@ -228,7 +322,17 @@ impl Parzen {
                         }
                     })
                     .collect();
-                let inv_s = sigmas.iter().map(|s| 1.0 / s).collect();
+                let inv_s: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
+                let table = IntTable::new(
+                    dist,
+                    &NumKernels {
+                        mus: &mus,
+                        inv_s: &inv_s,
+                        ln_c: &ln_c,
+                        step,
+                        log_step,
+                    },
+                );
                 Dim::Num {
                     mus,
                     sigmas,
@@ -238,6 +342,7 @@ impl Parzen {
                     log_step,
                     ln_c,
                     inv_s,
+                    table,
                 }
             })
             .collect();
@@ -351,24 +456,22 @@ impl Parzen {
                     log_step,
                     ln_c,
                     inv_s,
+                    table,
                     ..
                 } => {
-                    // A log integer's bin edges, from its value (internal x = ln v).
-                    let log_bin = log_step.map(|st| {
-                        let v = xd.exp().round();
-                        ((v - st / 2.0).ln(), (v + st / 2.0).ln())
-                    });
-                    for (k, t) in terms.iter_mut().enumerate() {
-                        let (m, is) = (mus[k], inv_s[k]);
-                        let lp = if let Some((lo, hi)) = log_bin {
-                            ln_ndtr_diff((lo - m) * is, (hi - m) * is)
-                        } else if let Some(st) = step {
-                            ln_ndtr_diff((xd - st / 2.0 - m) * is, (xd + st / 2.0 - m) * is)
-                        } else {
-                            let z = (xd - m) * is;
-                            -0.5 * z * z
+                    if let Some(row) = table.as_ref().and_then(|t| t.row(xd)) {
+                        for (t, r) in terms.iter_mut().zip(row) {
+                            *t += r;
+                        }
+                    } else {
+                        let kernels = NumKernels {
+                            mus,
+                            inv_s,
+                            ln_c,
+                            step: *step,
+                            log_step: *log_step,
                         };
-                        *t += lp + ln_c[k];
+                        kernels.add_terms(&mut terms, xd);
                     }
                 }
                 Dim::Cat { ln_probs, .. } => {
@@ -722,6 +825,68 @@ mod tests {
             .map(|v| single.ln_pdf(&[f64::from(v).ln()]).exp())
             .sum();
         assert!((total - 1.0).abs() < 1e-6, "{total}");
+    }
+
+    /// The precomputed integer terms are bit-identical to computing them per point, for
+    /// stepped and log integers, and points off the grid fall back to the direct path.
+    #[test]
+    fn integer_tables_equal_direct_terms() {
+        let dists = [
+            Distribution::Int {
+                low: 0,
+                high: 30,
+                step: 3,
+                log: false,
+            },
+            Distribution::Int {
+                low: 1,
+                high: 32,
+                step: 1,
+                log: true,
+            },
+        ];
+        let d: Vec<&Distribution> = dists.iter().collect();
+        let obs: Vec<Vec<f64>> = [[3.0, 2.0], [12.0, 5.0], [12.0, 30.0], [27.0, 1.0]]
+            .iter()
+            .map(|r| vec![r[0], f64::ln(r[1])])
+            .collect();
+        let p = Parzen::new(&obs, &default_weights(4), &d, 1.0);
+        for dim in &p.dims {
+            let Dim::Num {
+                mus,
+                inv_s,
+                ln_c,
+                step,
+                log_step,
+                table,
+                ..
+            } = dim
+            else {
+                panic!("numeric dimension");
+            };
+            let table = table.as_ref().expect("a table for a small integer range");
+            let kernels = NumKernels {
+                mus,
+                inv_s,
+                ln_c,
+                step: *step,
+                log_step: *log_step,
+            };
+            let points: Vec<f64> = if log_step.is_some() {
+                (1..=32).map(|v| f64::from(v).ln()).collect()
+            } else {
+                (0..=10).map(|j| f64::from(3 * j)).collect()
+            };
+            for xd in points {
+                let mut direct = vec![0.0; mus.len()];
+                kernels.add_terms(&mut direct, xd);
+                assert_eq!(table.row(xd), Some(direct.as_slice()), "{xd}");
+            }
+            if log_step.is_none() {
+                assert_eq!(table.row(4.0), None, "off the step grid");
+                assert_eq!(table.row(33.0), None, "above the range");
+            }
+        }
     }
 
     #[test]
