@@ -39,6 +39,16 @@ pub const ORIGIN: &str = "magnet-loop";
 /// Coordinates in a contribution's copy-detection sketch.
 const SKETCH_K: usize = 256;
 
+/// Which contributions the outer step merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Merge {
+    /// Only those the ledger paid (positive consensus score, not slashed).
+    Paid,
+    /// Every contribution that was not slashed and has a consensus score, paid or not
+    /// (pay by score, merge like plain DiLoCo).
+    Unslashed,
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -83,6 +93,8 @@ pub struct RunConfig {
     pub emission: u64,
     /// Rounds per emission halving.
     pub halving_rounds: u64,
+    /// Which contributions are merged.
+    pub merge: Merge,
     /// Output directory.
     pub out: PathBuf,
 }
@@ -472,7 +484,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         // Slashes, then the outcomes the settlement will pay.
         ledger.record_slashes()?;
         let (_, outcomes) = ledger.state().compute_settlement([0; 32]);
-        let mut paid = Vec::new();
+        let mut to_merge = Vec::new();
         for (ci, (s, o)) in submitted.iter().zip(&outcomes).enumerate() {
             debug_assert_eq!(o.id, s.msg.id);
             if let Some(reason) = o.slash {
@@ -487,8 +499,8 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                     }
                     .into(),
                 });
-            } else if o.reward > 0 {
-                paid.push(Update {
+            } else if o.reward > 0 || (cfg.merge == Merge::Unslashed && o.consensus.is_some()) {
+                to_merge.push(Update {
                     worker: ci as u32,
                     base_version: round - 1,
                     weight: 1.0,
@@ -496,10 +508,10 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                 });
             }
         }
-        // Robust merge of what the ledger paid: screening (non-finite, norm outliers),
+        // Robust merge of what `--merge` selects: screening (non-finite, norm outliers),
         // mean, outer Nesterov step.
-        let merged = paid.len();
-        let (kept, rejected) = screen(paid, &global, round - 1, &ScreenConfig::default());
+        let merged = to_merge.len();
+        let (kept, rejected) = screen(to_merge, &global, round - 1, &ScreenConfig::default());
         let mut downlink = 0u64;
         if kept.is_empty() {
             common = None;
@@ -553,7 +565,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
             })
             .collect();
         eprintln!(
-            "round {round}: val loss {val_loss:.4}, {merged} paid / {} kept, {} slashed, \
+            "round {round}: val loss {val_loss:.4}, {merged} to merge / {} kept, {} slashed, \
              emission {}, uplink {uplink} B",
             kept.len(),
             outcomes.iter().filter(|o| o.slash.is_some()).count(),
@@ -638,6 +650,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         inner_steps: cfg.inner_steps,
         codec: cfg.codec.to_string(),
         seed: cfg.seed,
+        merge: format!("{:?}", cfg.merge).to_lowercase(),
         copy_threshold_ppm: cfg.copy_threshold_ppm,
         initial_val_loss: initial_val,
         per_round: rounds,

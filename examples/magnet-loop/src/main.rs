@@ -94,6 +94,10 @@ struct RunArgs {
     /// Rounds per emission halving.
     #[arg(long, default_value_t = 2)]
     halving_rounds: u64,
+    /// Which contributions the outer step merges: those the ledger paid, or every
+    /// unslashed one (paid by score all the same).
+    #[arg(long, value_enum, default_value_t = r#loop::Merge::Paid)]
+    merge: r#loop::Merge,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -131,6 +135,7 @@ fn run(a: RunArgs) -> Result<()> {
         copy_threshold_ppm: a.copy_threshold_ppm,
         emission: a.emission,
         halving_rounds: a.halving_rounds,
+        merge: a.merge,
         out: out.clone(),
     };
     let report = r#loop::run(&cfg)?;

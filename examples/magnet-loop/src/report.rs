@@ -50,7 +50,7 @@ pub struct RoundReport {
     pub evaluations: u64,
     /// Units minted.
     pub emission: u64,
-    /// Updates merged into the global model.
+    /// Updates merged into the global model (after screening).
     pub merged: usize,
     /// Paid updates that diloco's screening still left out, with reasons.
     pub screened_out: Vec<String>,
@@ -119,6 +119,8 @@ pub struct Report {
     pub codec: String,
     /// Seed.
     pub seed: u64,
+    /// Which contributions were merged (`paid` or `unslashed`).
+    pub merge: String,
     /// Sketch overlap (ppm) from which the ledger slashes a contribution as copied.
     pub copy_threshold_ppm: u32,
     /// Val loss of the initial weights.
@@ -150,7 +152,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "Model `{}` ({} parameters), {} workers{}, {} validators, {} rounds of H = {}, codec \
-         `{}`, seed {}, copy threshold {} ppm; corpus `{}`; {:.0} s.\n",
+         `{}`, seed {}, merge `{}`, copy threshold {} ppm; corpus `{}`; {:.0} s.\n",
         r.model,
         r.parameters,
         r.workers,
@@ -160,6 +162,7 @@ pub fn markdown(r: &Report) -> String {
         r.inner_steps,
         r.codec,
         r.seed,
+        r.merge,
         r.copy_threshold_ppm,
         r.corpus,
         r.seconds

@@ -92,6 +92,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     let out = tmp.path().join("out");
     let r = run_loop(&corpus, &model, &out, &[]);
     assert!(out.join("report.md").is_file());
+    assert_eq!(r["merge"], "paid");
     assert!(out.join("model/model.safetensors").is_file());
 
     // The global model learns.
@@ -192,8 +193,9 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     assert_eq!(again["ledger"]["root"], r["ledger"]["root"]);
     assert_eq!(again["per_round"], r["per_round"]);
 
-    // A lossy uplink (4-bit blocks): artifacts shrink ~6x, the loop still learns and pays
-    // the honest workers, and the copycat (re-quantized copy) is still caught.
+    // A lossy uplink (4-bit blocks), merging every unslashed update: artifacts shrink ~6x,
+    // the loop still learns and pays the honest workers, and the copycat (re-quantized
+    // copy) is still caught and left out of the merge.
     let q4 = run_loop(
         &corpus,
         &model,
