@@ -49,6 +49,18 @@ pub enum Merge {
     Unslashed,
 }
 
+/// What a validator's loss before / after compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Score {
+    /// The contribution alone: the global model vs the global model minus the
+    /// pseudo-gradient (the contributor's local weights).
+    Alone,
+    /// Its marginal value to the merge: the outer step on the mean of every other original
+    /// (non-copied) contribution vs the outer step on all of them (leave-one-out). Copies
+    /// are measured alone (they are slashed anyway).
+    Marginal,
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -95,6 +107,8 @@ pub struct RunConfig {
     pub halving_rounds: u64,
     /// Which contributions are merged.
     pub merge: Merge,
+    /// What validators measure.
+    pub score: Score,
     /// Output directory.
     pub out: PathBuf,
 }
@@ -434,22 +448,53 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                     .collect(),
             );
         }
-        let before_model = heldout.model(&global)?;
-        let mut measured = vec![vec![(0.0f64, 0.0f64); submitted.len()]; validator_keys.len()];
-        for (vi, row) in plan.iter().enumerate() {
-            for (ci, (_, tokens)) in row.iter().enumerate() {
-                measured[vi][ci].0 = heldout.loss(&before_model, tokens)?;
-            }
-        }
-        drop(before_model);
+        // The models each measurement compares, index 0 = the global model; per
+        // contribution (model before, model after).
+        let mut models: Vec<ParamMap> = vec![global.clone()];
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        // Contributions the ledger will not slash as copies (public once committed).
+        let original: Vec<bool> = submitted
+            .iter()
+            .map(|s| ledger.state().check_copy(&s.msg.id).is_ok())
+            .collect();
         for (ci, s) in submitted.iter().enumerate() {
-            // Applying a pseudo-gradient alone gives the contributor's local weights.
-            let after = params::sub(&global, &s.delta)?;
-            let after_model = heldout.model(&after)?;
-            for (vi, row) in plan.iter().enumerate() {
-                measured[vi][ci].1 = heldout.loss(&after_model, &row[ci].1)?;
+            if cfg.score == Score::Marginal && original[ci] {
+                if models.len() == 1 {
+                    models.push(merged(&submitted, &original, None, &global, &outer, round)?);
+                }
+                models.push(merged(
+                    &submitted,
+                    &original,
+                    Some(ci),
+                    &global,
+                    &outer,
+                    round,
+                )?);
+                pairs.push((models.len() - 1, 1));
+            } else {
+                // Applying a pseudo-gradient alone gives the contributor's local weights.
+                models.push(params::sub(&global, &s.delta)?);
+                pairs.push((0, models.len() - 1));
             }
         }
+        let mut measured = vec![vec![(0.0f64, 0.0f64); submitted.len()]; validator_keys.len()];
+        for (mi, p) in models.iter().enumerate() {
+            if !pairs.iter().any(|&(b, a)| b == mi || a == mi) {
+                continue;
+            }
+            let model = heldout.model(p)?;
+            for (ci, &(b, a)) in pairs.iter().enumerate() {
+                for (vi, row) in plan.iter().enumerate() {
+                    if b == mi {
+                        measured[vi][ci].0 = heldout.loss(&model, &row[ci].1)?;
+                    }
+                    if a == mi {
+                        measured[vi][ci].1 = heldout.loss(&model, &row[ci].1)?;
+                    }
+                }
+            }
+        }
+        drop(models);
         let mut evals = Vec::new();
         for (vi, v) in validator_keys.iter().enumerate() {
             let first_seq = ledger.next_seq(&v.public());
@@ -651,6 +696,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         codec: cfg.codec.to_string(),
         seed: cfg.seed,
         merge: format!("{:?}", cfg.merge).to_lowercase(),
+        score: format!("{:?}", cfg.score).to_lowercase(),
         copy_threshold_ppm: cfg.copy_threshold_ppm,
         initial_val_loss: initial_val,
         per_round: rounds,
@@ -674,6 +720,37 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
         gguf_note,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The global model after the outer step on the mean of the original (non-copied)
+/// contributions, leaving out `skip`: what a validator computes for the marginal score.
+/// The outer optimizer state is cloned, so nothing advances.
+fn merged(
+    submitted: &[Submitted],
+    original: &[bool],
+    skip: Option<usize>,
+    global: &ParamMap,
+    outer: &OuterState,
+    round: u64,
+) -> Result<ParamMap> {
+    let updates: Vec<Update> = submitted
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| original[i] && Some(i) != skip)
+        .map(|(i, s)| Update {
+            worker: i as u32,
+            base_version: round - 1,
+            weight: 1.0,
+            delta: s.delta.clone(),
+        })
+        .collect();
+    let (kept, _) = screen(updates, global, round - 1, &ScreenConfig::default());
+    let mut g = global.clone();
+    if !kept.is_empty() {
+        let step = outer.clone().step(&Aggregator::Mean.aggregate(&kept));
+        params::axpy(&mut g, 1.0, &step)?;
+    }
+    Ok(g)
 }
 
 /// Hashes `bytes` (the artifact), signs and submits the worker's contribution.

@@ -98,6 +98,10 @@ struct RunArgs {
     /// unslashed one (paid by score all the same).
     #[arg(long, value_enum, default_value_t = r#loop::Merge::Paid)]
     merge: r#loop::Merge,
+    /// What validators measure: each contribution alone (its local weights vs the global
+    /// model) or its marginal value to the merged outer step (leave-one-out).
+    #[arg(long, value_enum, default_value_t = r#loop::Score::Alone)]
+    score: r#loop::Score,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -136,6 +140,7 @@ fn run(a: RunArgs) -> Result<()> {
         emission: a.emission,
         halving_rounds: a.halving_rounds,
         merge: a.merge,
+        score: a.score,
         out: out.clone(),
     };
     let report = r#loop::run(&cfg)?;

@@ -121,6 +121,8 @@ pub struct Report {
     pub seed: u64,
     /// Which contributions were merged (`paid` or `unslashed`).
     pub merge: String,
+    /// What validators measured (`alone` or `marginal`).
+    pub score: String,
     /// Sketch overlap (ppm) from which the ledger slashes a contribution as copied.
     pub copy_threshold_ppm: u32,
     /// Val loss of the initial weights.
@@ -152,7 +154,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "Model `{}` ({} parameters), {} workers{}, {} validators, {} rounds of H = {}, codec \
-         `{}`, seed {}, merge `{}`, copy threshold {} ppm; corpus `{}`; {:.0} s.\n",
+         `{}`, seed {}, score `{}`, merge `{}`, copy threshold {} ppm; corpus `{}`; {:.0} s.\n",
         r.model,
         r.parameters,
         r.workers,
@@ -162,6 +164,7 @@ pub fn markdown(r: &Report) -> String {
         r.inner_steps,
         r.codec,
         r.seed,
+        r.score,
         r.merge,
         r.copy_threshold_ppm,
         r.corpus,

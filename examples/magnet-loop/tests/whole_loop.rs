@@ -93,6 +93,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     let r = run_loop(&corpus, &model, &out, &[]);
     assert!(out.join("report.md").is_file());
     assert_eq!(r["merge"], "paid");
+    assert_eq!(r["score"], "alone");
     assert!(out.join("model/model.safetensors").is_file());
 
     // The global model learns.
@@ -193,15 +194,25 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     assert_eq!(again["ledger"]["root"], r["ledger"]["root"]);
     assert_eq!(again["per_round"], r["per_round"]);
 
-    // A lossy uplink (4-bit blocks), merging every unslashed update: artifacts shrink ~6x,
-    // the loop still learns and pays the honest workers, and the copycat (re-quantized
-    // copy) is still caught and left out of the merge.
+    // A lossy uplink (4-bit blocks), validators scoring each update's marginal value to the
+    // merged step (leave-one-out), every unslashed update merged: artifacts shrink ~6x, the
+    // loop still learns, everything minted goes to honest workers, and the copycat
+    // (re-quantized copy) is still caught, unpaid and left out of the merge.
     let q4 = run_loop(
         &corpus,
         &model,
         &tmp.path().join("q4"),
-        &["--codec", "q4:64"],
+        &[
+            "--codec",
+            "q4:64",
+            "--merge",
+            "unslashed",
+            "--score",
+            "marginal",
+        ],
     );
+    assert_eq!(q4["merge"], "unslashed");
+    assert_eq!(q4["score"], "marginal");
     let f32_bytes = rounds[0]["uplink_bytes"].as_u64().unwrap();
     let q4_bytes = q4["per_round"][0]["uplink_bytes"].as_u64().unwrap();
     assert!(
@@ -216,18 +227,25 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
         "q4 val loss {initial} -> {q4_last}"
     );
     for x in q4["per_round"].as_array().unwrap() {
+        // Leave-one-out scores of three similar updates are small and their sign is noisy
+        // on 4 held-out windows: no per-round claim about each honest worker here.
         let ws = x["workers"].as_array().unwrap();
-        assert!(
-            ws[..WORKERS]
-                .iter()
-                .all(|w| w["reward"].as_u64().unwrap() > 0)
-        );
+        assert_eq!(ws[WORKERS]["reward"].as_u64().unwrap(), 0);
         assert!(
             ws[WORKERS]["slashed"]
                 .as_str()
                 .unwrap()
                 .starts_with("copied")
         );
+        assert_eq!(x["merged"].as_u64().unwrap(), WORKERS as u64);
     }
+    let q4_balances = q4["final_balances"].as_array().unwrap();
+    let honest: u64 = q4_balances[..WORKERS]
+        .iter()
+        .map(|b| b[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(q4_balances[WORKERS][1].as_u64().unwrap(), 0);
+    assert_eq!(honest, q4["ledger"]["emitted"].as_u64().unwrap());
+    assert!(honest > 0);
     eprintln!("whole loop test: {:.1} s", started.elapsed().as_secs_f64());
 }
