@@ -273,8 +273,22 @@ fn corpus_and_data(cfg: &RunConfig) -> Result<(PathBuf, TextTokenizer, TokenData
 /// report under `cfg.out`.
 #[allow(clippy::too_many_lines)]
 pub fn run(cfg: &RunConfig) -> Result<Report> {
-    if cfg.workers == 0 || cfg.validators == 0 || cfg.rounds == 0 || cfg.inner_steps == 0 {
-        bail!("--workers, --validators, --rounds and --inner-steps must all be at least 1");
+    if [
+        cfg.workers,
+        cfg.validators,
+        cfg.heldout_windows,
+        cfg.eval_windows,
+        cfg.batch_size,
+        cfg.seq_len,
+    ]
+    .contains(&0)
+        || cfg.rounds == 0
+        || cfg.inner_steps == 0
+    {
+        bail!(
+            "--workers, --validators, --rounds, --inner-steps, --heldout-windows, \
+             --eval-windows, --batch-size and --seq-len must all be at least 1"
+        );
     }
     cfg.codec.validate()?;
     let started = std::time::Instant::now();
