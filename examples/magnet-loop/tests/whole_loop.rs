@@ -90,7 +90,8 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     let model = tmp.path().join("micro.toml");
     std::fs::write(&model, MODEL_TOML).unwrap();
     let out = tmp.path().join("out");
-    let r = run_loop(&corpus, &model, &out, &[]);
+    let alone_paid: &[&str] = &["--score", "alone", "--merge", "paid"];
+    let r = run_loop(&corpus, &model, &out, alone_paid);
     assert!(out.join("report.md").is_file());
     assert_eq!(r["merge"], "paid");
     assert_eq!(r["score"], "alone");
@@ -190,7 +191,7 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
     verify_dir(dir, Some(&operator)).unwrap();
 
     // Same seed, same run: the same ledger (Merkle root over every signed entry) and curve.
-    let again = run_loop(&corpus, &model, &tmp.path().join("again"), &[]);
+    let again = run_loop(&corpus, &model, &tmp.path().join("again"), alone_paid);
     assert_eq!(again["ledger"]["root"], r["ledger"]["root"]);
     assert_eq!(again["per_round"], r["per_round"]);
 
@@ -202,14 +203,8 @@ fn the_whole_loop_trains_pays_honest_workers_slashes_the_copycat_and_verifies() 
         &corpus,
         &model,
         &tmp.path().join("q4"),
-        &[
-            "--codec",
-            "q4:64",
-            "--merge",
-            "unslashed",
-            "--score",
-            "marginal",
-        ],
+        // The defaults: --merge unslashed --score marginal.
+        &["--codec", "q4:64"],
     );
     assert_eq!(q4["merge"], "unslashed");
     assert_eq!(q4["score"], "marginal");
