@@ -17,6 +17,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const ROUNDS: u64 = 3;
 const INNER_STEPS: u64 = 10;
 
@@ -186,14 +188,7 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
         .collect();
 
     let ex = ObjectStoreExchange::open(store).unwrap();
-    let t0 = Instant::now();
-    while ex.get(&protocol::manifest_key(1)).unwrap().is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "round 1 never committed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_for_manifest(&ex, 1, Duration::from_secs(90));
     workers[2].kill().unwrap();
     workers[2].wait().unwrap();
     let reports: Vec<serde_json::Value> = workers

@@ -12,6 +12,8 @@ use diloco::trainer::LocalTrainer;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 const POLL: Duration = Duration::from_millis(10);
 
 fn url(dir: &tempfile::TempDir) -> String {
@@ -167,14 +169,7 @@ fn multi_process_run(store: &str) {
         .collect();
     // Kill worker 2 once round 1 has committed (it is then training round 2).
     let ex = ObjectStoreExchange::open(store).unwrap();
-    let start = Instant::now();
-    while ex.get(&protocol::manifest_key(1)).unwrap().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_mins(1),
-            "round 1 never committed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_for_manifest(&ex, 1, Duration::from_mins(1));
     workers[2].kill().unwrap();
     workers[2].wait().unwrap();
     for w in workers.drain(..2) {
