@@ -13,10 +13,11 @@ const DATA: &str = "<data>";
 
 /// Dequantizes `n_elements` values of type `ty` stored in `bytes` to f32.
 ///
-/// Supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0, I2_S. `bytes.len()` must equal the type's
-/// size for `n_elements` values.
+/// Supported: F32, F16, BF16, Q8_0, TQ1_0, TQ2_0, I2_S, and (read only) Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q4_K, Q5_K, Q6_K, bit-identical to ggml's `dequantize_row_*`. `bytes.len()` must
+/// equal the type's size for `n_elements` values.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: u64) -> Result<Vec<f32>> {
-    let expected = expected_bytes(ty, n_elements)?;
+    let expected = expected_bytes(ty, n_elements, GgmlType::is_dequantizable)?;
     if bytes.len() as u64 != expected {
         return Err(Error::SizeMismatch {
             name: DATA.into(),
@@ -42,7 +43,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n_elements: u64) -> Result<Vec<f32
             .chunks_exact(2)
             .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        _ => crate::packed::dequantize(ty, bytes, n)?,
+        _ => match crate::quants::dequantize(ty, bytes, n) {
+            Some(values) => values,
+            None => crate::packed::dequantize(ty, bytes, n)?,
+        },
     })
 }
 
@@ -79,8 +83,8 @@ pub fn pack_ternary(ty: GgmlType, codes: &[i8], scale: f32) -> Result<Vec<u8>> {
     crate::packed::pack_ternary(ty, codes, scale)
 }
 
-fn expected_bytes(ty: GgmlType, n_elements: u64) -> Result<u64> {
-    if !ty.is_convertible() {
+fn expected_bytes(ty: GgmlType, n_elements: u64, supported: fn(GgmlType) -> bool) -> Result<u64> {
+    if !supported(ty) {
         return Err(Error::Unsupported {
             name: DATA.into(),
             ty,
@@ -174,7 +178,7 @@ mod tests {
             Err(Error::SizeMismatch { expected: 4, .. })
         ));
         assert!(matches!(
-            dequantize(GgmlType::Q4_K, &[0; 144], 256),
+            dequantize(GgmlType::Q2_K, &[0; 84], 256),
             Err(Error::Unsupported { .. })
         ));
     }

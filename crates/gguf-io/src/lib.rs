@@ -38,7 +38,8 @@
 //! - [`value`]: the 13 metadata value types ([`Value`], [`Array`]) and [`Metadata`] with typed
 //!   accessors.
 //! - [`types`]: [`GgmlType`] ids, block sizes and byte sizes for every known ggml type.
-//! - [`convert`]: f32 to and from F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 and I2_S bytes.
+//! - [`convert`]: f32 to and from F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 and I2_S bytes, and
+//!   from the legacy Q4_0 / Q4_1 / Q5_0 / Q5_1 and k-quant Q4_K / Q5_K / Q6_K blocks.
 //! - [`dump`]: text and JSON summaries (the `gguf-dump` binary).
 //! - [`error`]: [`Error`] and [`Malformed`].
 //!
@@ -49,6 +50,7 @@ pub mod convert;
 pub mod dump;
 pub mod error;
 mod packed;
+mod quants;
 pub mod reader;
 pub mod types;
 pub mod value;

@@ -104,7 +104,8 @@ impl<'a> TensorView<'a> {
     }
 
     /// Dequantizes (or copies) the tensor to f32, in file element order. Supported for F32,
-    /// F16, BF16, Q8_0, TQ1_0, TQ2_0 and I2_S; other types give [`Error::Unsupported`].
+    /// F16, BF16, Q8_0, TQ1_0, TQ2_0, I2_S, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K
+    /// ([`GgmlType::is_dequantizable`]); other types give [`Error::Unsupported`].
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         convert::dequantize(self.info.ty, self.data, self.info.n_elements())
             .map_err(|e| e.with_tensor_name(&self.info.name))

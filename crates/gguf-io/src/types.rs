@@ -360,6 +360,14 @@ impl GgmlType {
         matches!(self, F32 | F16 | BF16 | Q8_0 | TQ1_0 | TQ2_0 | I2_S)
     }
 
+    /// Whether this crate can dequantize tensors of this type to f32: the convertible types
+    /// plus the legacy Q4_0 / Q4_1 / Q5_0 / Q5_1 and the k-quants Q4_K / Q5_K / Q6_K that
+    /// other producers write for embeddings and heads (read only: we never write them).
+    pub fn is_dequantizable(self) -> bool {
+        use GgmlType::*;
+        self.is_convertible() || matches!(self, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4_K | Q5_K | Q6_K)
+    }
+
     /// Whether the type is a quantized (non-float, non-integer) type, i.e. one that makes
     /// `general.quantization_version` meaningful.
     pub fn is_quantized(self) -> bool {
