@@ -153,3 +153,80 @@ fn large_batches_cross_token_tiles_bit_exactly() {
         }
     }
 }
+
+#[test]
+fn every_path_this_cpu_has_is_in_the_tested_set() {
+    // The bit-exactness tests above loop over `KernelPath::supported()`: make sure the VNNI
+    // paths are in it wherever the CPU has the features (so they cannot be skipped silently).
+    #[cfg(target_arch = "x86_64")]
+    {
+        let s = KernelPath::supported();
+        if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512bw")
+        {
+            assert!(s.contains(&KernelPath::Avx512Vnni));
+            assert_eq!(KernelPath::best(), KernelPath::Avx512Vnni);
+        }
+        if std::is_x86_feature_detected!("avxvnni") {
+            assert!(s.contains(&KernelPath::AvxVnni));
+        }
+        assert_eq!(
+            KernelPath::parse("avx512vnni").is_ok(),
+            s.contains(&KernelPath::Avx512Vnni)
+        );
+    }
+}
+
+#[test]
+fn vnni_extremes_and_fused_calls_match_scalar() {
+    // All activations -128 against all +1 and all -1 weights (the largest unit sums), and
+    // gemm_many over several matrices equal to separate scalar calls, batch 1 and 5.
+    let cols = 384;
+    for format in [Format::I2S, Format::Tq2_0, Format::Tq1_0] {
+        let cols = if format == Format::I2S { cols } else { 512 };
+        let mats: Vec<PackedMatrix> = [1.0f32, -1.0, 0.3]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let rows = 5 + 4 * i;
+                let w: Vec<f32> = if v == 0.3 {
+                    lcg(9, rows * cols, 1.0)
+                } else {
+                    vec![v; rows * cols]
+                };
+                let t = quantize_absmean(&w, rows, cols, Granularity::PerTensor, 1e-5).unwrap();
+                PackedMatrix::from_ternary(format, &t).unwrap()
+            })
+            .collect();
+        for batch in [1, 5] {
+            let mut x = vec![-1.0f32; batch * cols];
+            x[1] = 0.9; // per-token scale from |-1|: every other value quantizes to -128 or -127
+            let q = QuantizedActivations::quantize(&x, batch, cols, ActQuant::PerToken).unwrap();
+            let scalar = Engine::new(1)
+                .unwrap()
+                .with_path(KernelPath::Scalar)
+                .unwrap();
+            for path in KernelPath::supported() {
+                for threads in [1, 2] {
+                    let e = Engine::new(threads).unwrap().with_path(path).unwrap();
+                    let mut outs: Vec<Vec<f32>> = mats
+                        .iter()
+                        .map(|m| vec![f32::NAN; batch * m.rows()])
+                        .collect();
+                    let mut jobs: Vec<(&PackedMatrix, &mut [f32])> = mats
+                        .iter()
+                        .zip(outs.iter_mut())
+                        .map(|(m, o)| (m, &mut o[..]))
+                        .collect();
+                    e.gemm_many(&mut jobs, &q).unwrap();
+                    for (m, o) in mats.iter().zip(&outs) {
+                        let mut r = vec![0f32; batch * m.rows()];
+                        scalar.gemm_quantized(m, &q, &mut r).unwrap();
+                        let a: Vec<u32> = o.iter().map(|v| v.to_bits()).collect();
+                        let b: Vec<u32> = r.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(a, b, "{format} {} batch {batch} t{threads}", path.name());
+                    }
+                }
+            }
+        }
+    }
+}

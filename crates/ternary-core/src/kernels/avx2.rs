@@ -385,7 +385,7 @@ fn prefetch(p: &[u8]) {
 
 /// Horizontal sums of four i32x8 vectors: `[Σa, Σb, Σc, Σd]`.
 #[target_feature(enable = "avx2")]
-fn hsum4_i32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
+pub(super) fn hsum4_i32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
     let ab = _mm256_hadd_epi32(a, b);
     let cd = _mm256_hadd_epi32(c, d);
     let abcd = _mm256_hadd_epi32(ab, cd);
@@ -398,7 +398,7 @@ fn hsum4_i32(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
 /// Adds four unit products to a row accumulator in unit order, exactly as four successive
 /// [`combine`] calls would (`p` holds `sumi as f32 * scale` per unit, rounded per lane).
 #[inline(always)]
-fn fold4(mut acc: f32, p: __m128, n: usize) -> f32 {
+pub(super) fn fold4(mut acc: f32, p: __m128, n: usize) -> f32 {
     let mut v = [0f32; 4];
     // SAFETY: `v` has 4 writable f32; unaligned store.
     unsafe { _mm_storeu_ps(v.as_mut_ptr(), p) };

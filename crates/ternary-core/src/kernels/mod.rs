@@ -15,6 +15,8 @@ pub mod lut;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod vnni;
 
 use crate::error::{Error, Result, check_len};
 use crate::matrix::{PackedData, PackedMatrix};
@@ -39,15 +41,23 @@ pub enum KernelPath {
     /// Lookup-table kernel ([`lut`]) for TQ1_0, TQ2_0 and I2_S: AVX2 `pshufb` where available,
     /// portable otherwise; Q8_0 falls back to the best dot-product path.
     Lut,
+    /// x86-64 AVX-512 VNNI ([`vnni`], 512-bit `vpdpbusd`) for I2_S and TQ2_0 as stored;
+    /// TQ1_0 and Q8_0 run the AVX2 kernels.
+    Avx512Vnni,
+    /// x86-64 AVX-VNNI ([`vnni`], 256-bit VEX `vpdpbusd`) for I2_S and TQ2_0 as stored;
+    /// TQ1_0 and Q8_0 run the AVX2 kernels.
+    AvxVnni,
 }
 
 impl KernelPath {
     /// All paths this build knows.
-    pub const ALL: [KernelPath; 4] = [
+    pub const ALL: [KernelPath; 6] = [
         KernelPath::Scalar,
         KernelPath::Avx2,
         KernelPath::Neon,
         KernelPath::Lut,
+        KernelPath::Avx512Vnni,
+        KernelPath::AvxVnni,
     ];
 
     /// Name used by `TERNARY_KERNEL` and reports.
@@ -57,6 +67,8 @@ impl KernelPath {
             KernelPath::Avx2 => "avx2",
             KernelPath::Neon => "neon",
             KernelPath::Lut => "lut",
+            KernelPath::Avx512Vnni => "avx512vnni",
+            KernelPath::AvxVnni => "avxvnni",
         }
     }
 
@@ -69,6 +81,29 @@ impl KernelPath {
                 #[cfg(target_arch = "x86_64")]
                 {
                     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            KernelPath::Avx512Vnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    KernelPath::Avx2.is_supported()
+                        && std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512vnni")
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            }
+            KernelPath::AvxVnni => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    KernelPath::Avx2.is_supported() && std::is_x86_feature_detected!("avxvnni")
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -102,7 +137,11 @@ impl KernelPath {
     /// first use), else scalar. NEON is excluded until it has run the equality tests on an ARM
     /// machine.
     pub fn best() -> KernelPath {
-        if KernelPath::Avx2.is_supported() {
+        if KernelPath::Avx512Vnni.is_supported() {
+            KernelPath::Avx512Vnni
+        } else if KernelPath::AvxVnni.is_supported() {
+            KernelPath::AvxVnni
+        } else if KernelPath::Avx2.is_supported() {
             KernelPath::Lut
         } else {
             KernelPath::Scalar
@@ -111,10 +150,24 @@ impl KernelPath {
 
     /// The fastest verified dot-product (non-table) path: what `Lut` uses for Q8_0.
     pub fn best_dot() -> KernelPath {
-        if KernelPath::Avx2.is_supported() {
+        if KernelPath::Avx512Vnni.is_supported() {
+            KernelPath::Avx512Vnni
+        } else if KernelPath::AvxVnni.is_supported() {
+            KernelPath::AvxVnni
+        } else if KernelPath::Avx2.is_supported() {
             KernelPath::Avx2
         } else {
             KernelPath::Scalar
+        }
+    }
+
+    /// The VNNI width of this path, if it is one.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_width(self) -> Option<vnni::Width> {
+        match self {
+            KernelPath::Avx512Vnni => Some(vnni::Width::Zmm),
+            KernelPath::AvxVnni => Some(vnni::Width::Ymm),
+            _ => None,
         }
     }
 
@@ -126,6 +179,8 @@ impl KernelPath {
             "avx2" => KernelPath::Avx2,
             "neon" => KernelPath::Neon,
             "lut" => KernelPath::Lut,
+            "avx512vnni" | "avx512_vnni" => KernelPath::Avx512Vnni,
+            "avxvnni" | "avx_vnni" => KernelPath::AvxVnni,
             other => return Err(Error::UnknownPath(other.to_string())),
         };
         if p.is_supported() {
@@ -151,6 +206,8 @@ pub struct Engine {
     path: KernelPath,
     threads: usize,
     act: ActQuant,
+    /// Our own pool (`Engine::new` with threads > 1); `None` runs inline or, for
+    /// [`Engine::in_current_pool`], in whatever rayon pool the caller runs in.
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -179,6 +236,29 @@ impl Engine {
             act: ActQuant::PerToken,
             pool,
         })
+    }
+
+    /// An engine without a pool of its own: its parallel parts split work `threads` ways
+    /// and run in the rayon pool of the caller (a model that installs one pool for a whole
+    /// forward pass avoids a hand-over between two pools for every projection).
+    pub fn in_current_pool(threads: usize) -> Result<Engine> {
+        if threads == 0 {
+            return Err(Error::ThreadPool("thread count must be at least 1".into()));
+        }
+        Ok(Engine {
+            path: KernelPath::from_env()?,
+            threads,
+            act: ActQuant::PerToken,
+            pool: None,
+        })
+    }
+
+    /// Runs `f` in this engine's pool (or the caller's, see [`Engine::in_current_pool`]).
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     /// Forces a kernel path (error if this CPU cannot run it).
@@ -238,7 +318,20 @@ impl Engine {
         if self.path == KernelPath::Lut && w.format() != crate::format::Format::Q8_0 {
             return self.gemm_lut(w.lut()?, x, y);
         }
-        let dot = row_dot(self.path, w);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(width) = self.path.vnni_width()
+            && vnni::covers(w.data())
+        {
+            let acts = vnni::Acts::new(x);
+            self.gemm_vnni(width, &mut [(w, y)], &acts, x.rows);
+            return Ok(());
+        }
+        // VNNI paths run the AVX2 kernels for the formats they do not cover.
+        let path = match self.path {
+            KernelPath::Avx512Vnni | KernelPath::AvxVnni => KernelPath::Avx2,
+            p => p,
+        };
+        let dot = row_dot(path, w);
         let rows = w.rows();
         let batch = x.rows;
         let threads = self.threads;
@@ -248,7 +341,7 @@ impl Engine {
         let fill_chunk = |r0: usize, ts: &mut [f32]| {
             let nr = ts.len() / batch;
             #[cfg(target_arch = "x86_64")]
-            if self.path == KernelPath::Avx2 && w.format() != crate::format::Format::Q8_0 {
+            if path == KernelPath::Avx2 && w.format() != crate::format::Format::Q8_0 {
                 // Decode each weight row once per token tile and reuse it for 4 tokens at a time.
                 let bpr = w.cols() / w.format().block_elems();
                 let tscale = match w.data() {
@@ -291,36 +384,37 @@ impl Engine {
             let bpr = w.cols() / w.format().block_elems();
             let gemv_chunk = |r0: usize, ys: &mut [f32]| {
                 #[cfg(target_arch = "x86_64")]
-                if self.path == KernelPath::Avx2 && avx2::gemv_rows(w.data(), bpr, xr, r0, ys) {
+                if path == KernelPath::Avx2 && avx2::gemv_rows(w.data(), bpr, xr, r0, ys) {
                     return;
                 }
                 for (i, o) in ys.iter_mut().enumerate() {
                     *o = dot(r0 + i, xr);
                 }
             };
-            match &self.pool {
+            if threads > 1 {
                 // One contiguous, 4-row-aligned range per thread: each streams its own part of
                 // the matrix once, and the multi-row kernels see whole quads.
-                Some(pool) => pool.install(|| {
+                self.install(|| {
                     let chunk = rows.div_ceil(threads).next_multiple_of(4);
                     y.par_chunks_mut(chunk)
                         .enumerate()
                         .for_each(|(ci, ys)| gemv_chunk(ci * chunk, ys));
-                }),
-                // No pool: rayon's par_* would use the global pool, so run inline.
-                None => gemv_chunk(0, y),
+                });
+            } else {
+                gemv_chunk(0, y);
             }
             return Ok(());
         }
         let mut tmp = vec![0f32; rows * batch];
-        match &self.pool {
-            Some(pool) => pool.install(|| {
+        if threads > 1 {
+            self.install(|| {
                 let chunk = rows.div_ceil(threads * 4).max(1);
                 tmp.par_chunks_mut(chunk * batch)
                     .enumerate()
                     .for_each(|(ci, ts)| fill_chunk(ci * chunk, ts));
-            }),
-            None => fill_chunk(0, &mut tmp),
+            });
+        } else {
+            fill_chunk(0, &mut tmp);
         }
         for (r, tr) in tmp.chunks_exact(batch).enumerate() {
             for (t, &v) in tr.iter().enumerate() {
@@ -328,6 +422,93 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Several matrices that read the same activations (q/k/v, gate/up) in one parallel
+    /// region: one hand-out of work and one join for all of them instead of one per matrix.
+    /// Each `y` is `x.rows x w.rows()`. Results equal separate [`Engine::gemm_quantized`]
+    /// calls bit for bit.
+    pub fn gemm_many(
+        &self,
+        jobs: &mut [(&PackedMatrix, &mut [f32])],
+        x: &QuantizedActivations,
+    ) -> Result<()> {
+        for (w, y) in jobs.iter() {
+            check_gemm_shapes("matrix", w.rows(), w.cols(), x, y)?;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(width) = self.path.vnni_width()
+            && jobs.iter().all(|(w, _)| vnni::covers(w.data()))
+        {
+            let acts = vnni::Acts::new(x);
+            let mut pairs: Vec<(&PackedMatrix, &mut [f32])> =
+                jobs.iter_mut().map(|(w, y)| (*w, &mut **y)).collect();
+            self.gemm_vnni(width, &mut pairs, &acts, x.rows);
+            return Ok(());
+        }
+        for (w, y) in jobs.iter_mut() {
+            self.gemm_quantized(w, x, y)?;
+        }
+        Ok(())
+    }
+
+    /// The VNNI kernels over several matrices: rows of all of them are cut into
+    /// `threads`-balanced contiguous pieces, run in one parallel region.
+    #[cfg(target_arch = "x86_64")]
+    fn gemm_vnni(
+        &self,
+        width: vnni::Width,
+        jobs: &mut [(&PackedMatrix, &mut [f32])],
+        acts: &vnni::Acts,
+        tokens: usize,
+    ) {
+        let total: usize = jobs.iter().map(|(w, _)| w.rows()).sum();
+        // Pieces of about total / (4 * threads) rows (4-aligned), so the threads stay
+        // balanced when a matrix ends inside a thread's share.
+        let piece = total.div_ceil(4 * self.threads).next_multiple_of(4).max(4);
+        if tokens == 1 {
+            let mut work: Vec<(&PackedMatrix, usize, &mut [f32])> = Vec::new();
+            for (w, y) in jobs.iter_mut() {
+                for (ci, ys) in y.chunks_mut(piece).enumerate() {
+                    work.push((*w, ci * piece, ys));
+                }
+            }
+            let run = |(w, r0, ys): (&PackedMatrix, usize, &mut [f32])| {
+                // SAFETY: the path (and so its width) was accepted by `is_supported`.
+                unsafe { vnni::gemv(width, w.data(), w.cols(), acts, r0, ys) }
+            };
+            if self.threads > 1 {
+                self.install(|| work.into_par_iter().for_each(run));
+            } else {
+                work.into_iter().for_each(run);
+            }
+            return;
+        }
+        for (w, y) in jobs.iter_mut() {
+            let rows = w.rows();
+            let mut tmp = vec![0f32; rows * tokens];
+            let chunk = rows.div_ceil(self.threads * 4).max(1);
+            let fill = |(ci, ts): (usize, &mut [f32])| {
+                // SAFETY: as above.
+                unsafe { vnni::gemm_rows(width, w.data(), w.cols(), acts, tokens, ci * chunk, ts) }
+            };
+            if self.threads > 1 {
+                self.install(|| {
+                    tmp.par_chunks_mut(chunk * tokens)
+                        .enumerate()
+                        .for_each(fill);
+                });
+            } else {
+                tmp.chunks_mut(chunk * tokens).enumerate().for_each(fill);
+            }
+            for (r, tr) in tmp.chunks_exact(tokens).enumerate() {
+                for (t, &v) in tr.iter().enumerate() {
+                    y[t * rows + r] = v;
+                }
+            }
+        }
     }
 }
 
@@ -373,10 +554,8 @@ impl Engine {
         let tiles = m.tiles();
         // Several tokens per thread: split the tokens, so each thread builds its own tables
         // (table building is the serial part of the tile split below).
-        if let Some(pool) = &self.pool
-            && x.rows >= 2 * self.threads
-        {
-            pool.install(|| {
+        if self.threads > 1 && x.rows >= 2 * self.threads {
+            self.install(|| {
                 y.par_chunks_mut(rows)
                     .enumerate()
                     .for_each_init(Vec::new, |tables, (t, yt)| {
@@ -391,14 +570,15 @@ impl Engine {
         for (t, yt) in y.chunks_exact_mut(rows).enumerate() {
             let xr = x.row(t);
             lut::build_tables(xr, x.blocks_per_row, &mut tables);
-            match &self.pool {
-                Some(pool) => pool.install(|| {
+            if self.threads > 1 {
+                self.install(|| {
                     let per = tiles.div_ceil(self.threads);
                     yt.par_chunks_mut(per * lut::LutMatrix::TILE_ROWS)
                         .enumerate()
                         .for_each(|(ci, ys)| lut::gemv_tiles(m, ci * per, &tables, xr, ys, simd));
-                }),
-                None => lut::gemv_tiles(m, 0, &tables, xr, yt, simd),
+                });
+            } else {
+                lut::gemv_tiles(m, 0, &tables, xr, yt, simd);
             }
         }
         Ok(())
@@ -434,5 +614,7 @@ fn row_dot(path: KernelPath, w: &PackedMatrix) -> RowDot<'_> {
         (KernelPath::Neon, _) => unreachable!("Engine::with_path rejects unsupported paths"),
         // Formats the lookup-table kernel does not cover (Q8_0) use the best dot product.
         (KernelPath::Lut, _) => row_dot(KernelPath::best_dot(), w),
+        // Formats the VNNI kernels do not cover (TQ1_0, Q8_0) use AVX2.
+        (KernelPath::Avx512Vnni | KernelPath::AvxVnni, _) => row_dot(KernelPath::Avx2, w),
     }
 }

@@ -1,0 +1,539 @@
+//! int8 dot-product kernels with VNNI (`vpdpbusd`: unsigned byte × signed byte, four
+//! products summed into each i32 lane, no saturation) for I2_S and TQ2_0, run on the bytes
+//! exactly as the file stores them (no repacked copy).
+//!
+//! Two widths share one activation layout:
+//! - [`KernelPath::Avx512Vnni`](super::KernelPath::Avx512Vnni): AVX-512 F/BW/VNNI, one
+//!   64-byte load covers a whole 256-value unit (two I2_S blocks, or the 64 code bytes of a
+//!   TQ2_0 block);
+//! - [`KernelPath::AvxVnni`](super::KernelPath::AvxVnni): the 256-bit VEX form (Alder Lake,
+//!   Zen 5 and others), two 32-byte halves per unit.
+//!
+//! In both formats code field `k` of code byte `m` of half `g` of a unit is element
+//! `128g + 32k + m` (I2_S takes field `k` from bits `7-2k`, TQ2_0 from bits `2k`). The
+//! activations of each token are therefore permuted once per call into [`Acts`]: for every
+//! unit, field `k` occupies bytes `64k .. 64k+64` as `[x[32k..32k+32], x[128+32k..128+32k+32]]`,
+//! so a field's 64 codes meet their activations in one register. Codes stay unsigned (0..=2);
+//! the `-1` offset is the unit's activation sum, subtracted once per unit, so every unit's
+//! integer sum is exact, and it is folded with [`super::combine`]'s expression in unit order:
+//! results are bit-identical to [`super::scalar`] (tested for every path the CPU has).
+//! TQ1_0 and Q8_0 run the AVX2 kernels under these paths.
+
+use super::avx2::{fold4, hsum4_i32};
+use crate::format::{BlockI2S, BlockTq2_0};
+use crate::matrix::PackedData;
+use crate::quant::QuantizedActivations;
+use std::arch::x86_64::*;
+
+/// Token activations permuted for the VNNI kernels (layout in the [module docs](self)).
+pub(super) struct Acts {
+    units: usize,
+    /// `tokens * units * 256` permuted codes.
+    q: Vec<i8>,
+    /// Sum of each unit's 256 codes (`tokens * units`, padded with 4 zeros).
+    sums: Vec<i32>,
+    /// Scale of each unit (`tokens * units`, padded with 4 zeros).
+    d: Vec<f32>,
+}
+
+impl Acts {
+    pub(super) fn new(x: &QuantizedActivations) -> Acts {
+        let units = x.blocks_per_row;
+        let n = x.rows * units;
+        let mut q = vec![0i8; n * 256];
+        let mut sums = Vec::with_capacity(n + 4);
+        let mut d = Vec::with_capacity(n + 4);
+        for (b, out) in x.blocks.iter().zip(q.chunks_exact_mut(256)) {
+            for k in 0..4 {
+                out[64 * k..64 * k + 32].copy_from_slice(&b.qs[32 * k..32 * k + 32]);
+                out[64 * k + 32..64 * k + 64].copy_from_slice(&b.qs[128 + 32 * k..160 + 32 * k]);
+            }
+            sums.push(b.sum());
+            d.push(b.d);
+        }
+        sums.extend([0; 4]);
+        d.extend([0.0; 4]);
+        Acts { units, q, sums, d }
+    }
+
+    #[inline(always)]
+    fn unit(&self, t: usize, u: usize) -> *const i8 {
+        self.q[(t * self.units + u) * 256..].as_ptr()
+    }
+}
+
+/// Whether these kernels cover a matrix (the others fall back to AVX2).
+pub(super) fn covers(data: &PackedData) -> bool {
+    matches!(data, PackedData::I2S { .. } | PackedData::Tq2_0(_))
+}
+
+/// A weight matrix seen as units of 64 code bytes.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    I2S {
+        blocks: &'a [BlockI2S],
+        /// Blocks per row (cols / 128).
+        bpr: usize,
+        scale: f32,
+    },
+    Tq2 {
+        blocks: &'a [BlockTq2_0],
+        /// Blocks per row (cols / 256).
+        bpr: usize,
+    },
+}
+
+impl<'a> Weights<'a> {
+    fn new(data: &'a PackedData, cols: usize) -> Weights<'a> {
+        match data {
+            PackedData::I2S { blocks, scale } => Weights::I2S {
+                blocks,
+                bpr: cols / 128,
+                scale: *scale,
+            },
+            PackedData::Tq2_0(blocks) => Weights::Tq2 {
+                blocks,
+                bpr: cols / 256,
+            },
+            _ => unreachable!("covers() is checked first"),
+        }
+    }
+
+    fn tensor_scale(self) -> f32 {
+        match self {
+            Weights::I2S { scale, .. } => scale,
+            Weights::Tq2 { .. } => 1.0,
+        }
+    }
+}
+
+/// Which VNNI width runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Width {
+    /// AVX-512 VNNI (zmm).
+    Zmm,
+    /// AVX-VNNI (ymm, VEX).
+    Ymm,
+}
+
+/// Rows `r0 .. r0 + out.len()` of `W · x` for token 0 of `acts`.
+///
+/// # Safety
+/// The CPU must have the features of `width` (checked by `KernelPath::is_supported`).
+pub(super) unsafe fn gemv(
+    width: Width,
+    data: &PackedData,
+    cols: usize,
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let w = Weights::new(data, cols);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match width {
+            Width::Zmm => rows_zmm(w, acts, r0, out),
+            Width::Ymm => rows_ymm(w, acts, r0, out),
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + nr` for all tokens of `acts`, written row-major into `out`
+/// (`out[r * tokens + t]`), token tiles of `TILE` so a tile's activations stay in L2 while
+/// one row's weights are read from memory once per tile.
+///
+/// # Safety
+/// As [`gemv`].
+pub(super) unsafe fn gemm_rows(
+    width: Width,
+    data: &PackedData,
+    cols: usize,
+    acts: &Acts,
+    tokens: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    const TILE: usize = 64;
+    let w = Weights::new(data, cols);
+    let nr = out.len() / tokens;
+    let mut o4 = vec![[0f32; 4]; nr];
+    for t0 in (0..tokens).step_by(TILE) {
+        for tg in (t0..(t0 + TILE).min(tokens)).step_by(4) {
+            let nt = (tokens - tg).min(4);
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match width {
+                    Width::Zmm => rows4_zmm(w, acts, r0, &mut o4, tg, nt),
+                    Width::Ymm => rows4_ymm(w, acts, r0, &mut o4, tg, nt),
+                }
+            }
+            for (r, o) in o4.iter().enumerate() {
+                out[r * tokens + tg..r * tokens + tg + nt].copy_from_slice(&o[..nt]);
+            }
+        }
+    }
+}
+
+// One unit's four code fields against one token's permuted activations, 512-bit.
+macro_rules! unit_zmm {
+    ($q:expr, $a:expr, $i2s:expr) => {{
+        let m = _mm512_set1_epi8(3);
+        let q = $q;
+        let a: *const i8 = $a;
+        let (c0, c1, c2, c3) = if $i2s {
+            (
+                _mm512_and_si512(_mm512_srli_epi16::<6>(q), m),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), m),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(q), m),
+                _mm512_and_si512(q, m),
+            )
+        } else {
+            (
+                _mm512_and_si512(q, m),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(q), m),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), m),
+                _mm512_and_si512(_mm512_srli_epi16::<6>(q), m),
+            )
+        };
+        // SAFETY (caller): `a` points at 256 readable permuted activations.
+        let (y0, y1, y2, y3) = unsafe {
+            (
+                _mm512_loadu_si512(a.cast()),
+                _mm512_loadu_si512(a.add(64).cast()),
+                _mm512_loadu_si512(a.add(128).cast()),
+                _mm512_loadu_si512(a.add(192).cast()),
+            )
+        };
+        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, y0);
+        let s = _mm512_dpbusd_epi32(s, c1, y1);
+        let s = _mm512_dpbusd_epi32(s, c2, y2);
+        let s = _mm512_dpbusd_epi32(s, c3, y3);
+        _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+    }};
+}
+
+// One unit, 256-bit AVX-VNNI: two 32-byte halves.
+macro_rules! unit_ymm {
+    ($q0:expr, $q1:expr, $a:expr, $i2s:expr) => {{
+        let m = _mm256_set1_epi8(3);
+        let a: *const i8 = $a;
+        let mut s = _mm256_setzero_si256();
+        for (g, q) in [$q0, $q1].into_iter().enumerate() {
+            let (c0, c1, c2, c3) = if $i2s {
+                (
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(q), m),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), m),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(q), m),
+                    _mm256_and_si256(q, m),
+                )
+            } else {
+                (
+                    _mm256_and_si256(q, m),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(q), m),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), m),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(q), m),
+                )
+            };
+            // SAFETY (caller): `a` points at 256 readable permuted activations.
+            let (y0, y1, y2, y3) = unsafe {
+                let a = a.add(32 * g);
+                (
+                    _mm256_loadu_si256(a.cast()),
+                    _mm256_loadu_si256(a.add(64).cast()),
+                    _mm256_loadu_si256(a.add(128).cast()),
+                    _mm256_loadu_si256(a.add(192).cast()),
+                )
+            };
+            s = _mm256_dpbusd_avx_epi32(s, c0, y0);
+            s = _mm256_dpbusd_avx_epi32(s, c1, y1);
+            s = _mm256_dpbusd_avx_epi32(s, c2, y2);
+            s = _mm256_dpbusd_avx_epi32(s, c3, y3);
+        }
+        s
+    }};
+}
+
+/// Codes 0b01 (value 0) for the missing second half of a row's last I2_S unit.
+const ZERO_CODES: u8 = 0x55;
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    // SAFETY: a prefetch never faults; `wrapping_add` keeps the address arithmetic defined.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512).cast()) }
+}
+
+/// The row loop of the GEMV, 512-bit: each row is one sequential stream; unit sums are
+/// reduced four at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+unsafe fn rows_zmm(w: Weights<'_>, acts: &Acts, r0: usize, out: &mut [f32]) {
+    let t = 0;
+    let units = acts.units;
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = r0 + i;
+        let mut acc = 0.0f32;
+        for u0 in (0..units).step_by(4) {
+            let n = (units - u0).min(4);
+            let mut s = [_mm256_setzero_si256(); 4];
+            let mut dw = [0f32; 4];
+            for (k, sk) in s.iter_mut().enumerate().take(n) {
+                let u = u0 + k;
+                let a = acts.unit(t, u);
+                match w {
+                    Weights::I2S { blocks, bpr, .. } => {
+                        let first = r * bpr + 2 * u;
+                        let nb = (bpr - 2 * u).min(2);
+                        let p: *const u8 = blocks[first..first + nb].as_ptr().cast();
+                        prefetch(p);
+                        // SAFETY: `nb` blocks of 32 bytes are readable at `p`; a masked load
+                        // reads only the first 32 bytes of a half unit.
+                        let q = unsafe {
+                            if nb == 2 {
+                                _mm512_loadu_si512(p.cast())
+                            } else {
+                                _mm512_mask_loadu_epi8(
+                                    _mm512_set1_epi8(ZERO_CODES as i8),
+                                    0xFFFF_FFFF,
+                                    p.cast(),
+                                )
+                            }
+                        };
+                        *sk = unit_zmm!(q, a, true);
+                        dw[k] = 1.0;
+                    }
+                    Weights::Tq2 { blocks, bpr } => {
+                        let b = &blocks[r * bpr + u];
+                        prefetch(b.qs.as_ptr());
+                        // SAFETY: `qs` has 64 bytes.
+                        let q = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
+                        *sk = unit_zmm!(q, a, false);
+                        dw[k] = b.d.to_f32();
+                    }
+                }
+            }
+            acc = finish4(acc, s, acts, t, u0, n, dw);
+        }
+        *o = acc * w.tensor_scale();
+    }
+}
+
+/// Subtracts the activation sums from four unit sums, scales them and folds them into `acc`
+/// in unit order, as four [`super::combine`] calls would.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn finish4(
+    acc: f32,
+    s: [__m256i; 4],
+    acts: &Acts,
+    t: usize,
+    u0: usize,
+    n: usize,
+    dw: [f32; 4],
+) -> f32 {
+    let i = t * acts.units + u0;
+    let sumi = hsum4_i32(s[0], s[1], s[2], s[3]);
+    let sums = _mm_setr_epi32(
+        acts.sums[i],
+        acts.sums[i + 1],
+        acts.sums[i + 2],
+        acts.sums[i + 3],
+    );
+    let dx = |k: usize| if k < n { acts.d[i + k] } else { 0.0 };
+    let d = _mm_mul_ps(
+        _mm_setr_ps(dw[0], dw[1], dw[2], dw[3]),
+        _mm_setr_ps(dx(0), dx(1), dx(2), dx(3)),
+    );
+    let p = _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sumi, sums)), d);
+    fold4(acc, p, n)
+}
+
+/// Loads the 64 code bytes of unit `u` of row `r` (512-bit) and its weight scale.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,f16c")]
+fn load_unit_zmm(w: Weights<'_>, r: usize, u: usize) -> (__m512i, f32) {
+    match w {
+        Weights::I2S { blocks, bpr, .. } => {
+            let first = r * bpr + 2 * u;
+            let nb = (bpr - 2 * u).min(2);
+            let p: *const u8 = blocks[first..first + nb].as_ptr().cast();
+            // SAFETY: as in `rows_zmm`.
+            let q = unsafe {
+                if nb == 2 {
+                    _mm512_loadu_si512(p.cast())
+                } else {
+                    _mm512_mask_loadu_epi8(
+                        _mm512_set1_epi8(ZERO_CODES as i8),
+                        0xFFFF_FFFF,
+                        p.cast(),
+                    )
+                }
+            };
+            (q, 1.0)
+        }
+        Weights::Tq2 { blocks, bpr } => {
+            let b = &blocks[r * bpr + u];
+            // SAFETY: `qs` has 64 bytes.
+            (
+                unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) },
+                b.d.to_f32(),
+            )
+        }
+    }
+}
+
+/// Loads the two 32-byte code halves of unit `u` of row `r` and its weight scale.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load_unit_ymm(w: Weights<'_>, r: usize, u: usize) -> (__m256i, __m256i, f32) {
+    match w {
+        Weights::I2S { blocks, bpr, .. } => {
+            let first = r * bpr + 2 * u;
+            let nb = (bpr - 2 * u).min(2);
+            let b = &blocks[first..first + nb];
+            // SAFETY: each block has 32 bytes.
+            let q0 = unsafe { _mm256_loadu_si256(b[0].qs.as_ptr().cast()) };
+            let q1 = if nb == 2 {
+                // SAFETY: as above.
+                unsafe { _mm256_loadu_si256(b[1].qs.as_ptr().cast()) }
+            } else {
+                _mm256_set1_epi8(ZERO_CODES as i8)
+            };
+            (q0, q1, 1.0)
+        }
+        Weights::Tq2 { blocks, bpr } => {
+            let b = &blocks[r * bpr + u];
+            // SAFETY: `qs` has 64 bytes.
+            unsafe {
+                (
+                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32).cast()),
+                    b.d.to_f32(),
+                )
+            }
+        }
+    }
+}
+
+/// The GEMV row loop, 256-bit AVX-VNNI.
+#[target_feature(enable = "avxvnni,avx2,f16c")]
+unsafe fn rows_ymm(w: Weights<'_>, acts: &Acts, r0: usize, out: &mut [f32]) {
+    let t = 0;
+    let units = acts.units;
+    let i2s = matches!(w, Weights::I2S { .. });
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = r0 + i;
+        let mut acc = 0.0f32;
+        for u0 in (0..units).step_by(4) {
+            let n = (units - u0).min(4);
+            let mut s = [_mm256_setzero_si256(); 4];
+            let mut dw = [0f32; 4];
+            for (k, sk) in s.iter_mut().enumerate().take(n) {
+                let (q0, q1, d) = load_unit_ymm(w, r, u0 + k);
+                let a = acts.unit(t, u0 + k);
+                *sk = if i2s {
+                    unit_ymm!(q0, q1, a, true)
+                } else {
+                    unit_ymm!(q0, q1, a, false)
+                };
+                dw[k] = d;
+            }
+            acc = finish4(acc, s, acts, t, u0, n, dw);
+        }
+        *o = acc * w.tensor_scale();
+    }
+}
+
+/// Four tokens `tg .. tg + nt` at once for rows `r0 ..` (GEMM), 512-bit: each unit's codes
+/// are loaded once for the four tokens; per token the units fold in order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+unsafe fn rows4_zmm(
+    w: Weights<'_>,
+    acts: &Acts,
+    r0: usize,
+    out: &mut [[f32; 4]],
+    tg: usize,
+    nt: usize,
+) {
+    let units = acts.units;
+    let i2s = matches!(w, Weights::I2S { .. });
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = r0 + i;
+        let mut acc = [0f32; 4];
+        for u in 0..units {
+            let (q, dw) = load_unit_zmm(w, r, u);
+            let mut s = [_mm256_setzero_si256(); 4];
+            for (j, sj) in s.iter_mut().enumerate().take(nt) {
+                let a = acts.unit(tg + j, u);
+                *sj = if i2s {
+                    unit_zmm!(q, a, true)
+                } else {
+                    unit_zmm!(q, a, false)
+                };
+            }
+            fold_tokens(&mut acc, s, acts, tg, u, nt, dw);
+        }
+        for (oj, aj) in o.iter_mut().zip(acc) {
+            *oj = aj * w.tensor_scale();
+        }
+    }
+}
+
+/// As [`rows4_zmm`], 256-bit AVX-VNNI.
+#[target_feature(enable = "avxvnni,avx2,f16c")]
+unsafe fn rows4_ymm(
+    w: Weights<'_>,
+    acts: &Acts,
+    r0: usize,
+    out: &mut [[f32; 4]],
+    tg: usize,
+    nt: usize,
+) {
+    let units = acts.units;
+    let i2s = matches!(w, Weights::I2S { .. });
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = r0 + i;
+        let mut acc = [0f32; 4];
+        for u in 0..units {
+            let (q0, q1, dw) = load_unit_ymm(w, r, u);
+            let mut s = [_mm256_setzero_si256(); 4];
+            for (j, sj) in s.iter_mut().enumerate().take(nt) {
+                let a = acts.unit(tg + j, u);
+                *sj = if i2s {
+                    unit_ymm!(q0, q1, a, true)
+                } else {
+                    unit_ymm!(q0, q1, a, false)
+                };
+            }
+            fold_tokens(&mut acc, s, acts, tg, u, nt, dw);
+        }
+        for (oj, aj) in o.iter_mut().zip(acc) {
+            *oj = aj * w.tensor_scale();
+        }
+    }
+}
+
+/// One unit's sums for up to four tokens, each folded into its own accumulator.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_tokens(
+    acc: &mut [f32; 4],
+    s: [__m256i; 4],
+    acts: &Acts,
+    tg: usize,
+    u: usize,
+    nt: usize,
+    dw: f32,
+) {
+    let sumi = hsum4_i32(s[0], s[1], s[2], s[3]);
+    let idx = |j: usize| (tg + j) * acts.units + u;
+    let sum = |j: usize| if j < nt { acts.sums[idx(j)] } else { 0 };
+    let dx = |j: usize| if j < nt { acts.d[idx(j)] } else { 0.0 };
+    let sums = _mm_setr_epi32(sum(0), sum(1), sum(2), sum(3));
+    let d = _mm_mul_ps(_mm_set1_ps(dw), _mm_setr_ps(dx(0), dx(1), dx(2), dx(3)));
+    let p = _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sumi, sums)), d);
+    let mut v = [0f32; 4];
+    // SAFETY: `v` has 4 writable f32.
+    unsafe { _mm_storeu_ps(v.as_mut_ptr(), p) };
+    for j in 0..nt {
+        acc[j] += v[j];
+    }
+}
