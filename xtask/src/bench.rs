@@ -3,41 +3,67 @@
 
 use crate::python;
 use crate::util::{cargo, root, run as run_cmd};
-use anyhow::{Result, bail};
+use anyhow::Result;
+use clap::{Args, ValueEnum};
 
-/// (area, package, bench target, needs the Python baselines)
-const AREAS: &[(&str, &str, &str, bool)] = &[
-    ("kernels", "ternary-core", "kernels", false),
-    ("gguf", "gguf-io", "gguf", true),
-    ("train", "bitnet-model", "train", false),
-    ("infer", "bitnet-model", "infer", false),
-    ("hpo", "autoresearch", "hpo", true),
-    ("ledger", "incentive-ledger", "ledger", false),
-];
+/// A benchmark area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Area {
+    /// ternary-core GEMV / GEMM kernels against read bandwidth and the scalar path.
+    Kernels,
+    /// gguf-io reader and writer against gguf-py.
+    Gguf,
+    /// bitnet-model training steps.
+    Train,
+    /// bitnet-model packed CPU inference against the f32 reference.
+    Infer,
+    /// autoresearch samplers against Optuna.
+    Hpo,
+    /// incentive-ledger appends, proofs and verification against SQLite.
+    Ledger,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(area) = args.first() else {
-        bail!(
-            "usage: cargo xtask bench <area> [-- bench args]; areas: {}",
-            AREAS.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
-        );
-    };
-    let Some(&(_, package, target, needs_python)) = AREAS.iter().find(|a| a.0 == area) else {
-        bail!(
-            "unknown bench area `{area}`; areas: {}",
-            AREAS.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
-        );
-    };
+impl Area {
+    /// (package, bench target, needs the Python baselines)
+    fn target(self) -> (&'static str, &'static str, bool) {
+        match self {
+            Area::Kernels => ("ternary-core", "kernels", false),
+            Area::Gguf => ("gguf-io", "gguf", true),
+            Area::Train => ("bitnet-model", "train", false),
+            Area::Infer => ("bitnet-model", "infer", false),
+            Area::Hpo => ("autoresearch", "hpo", true),
+            Area::Ledger => ("incentive-ledger", "ledger", false),
+        }
+    }
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The area to measure.
+    #[arg(value_enum)]
+    pub area: Area,
+    /// Arguments for the bench binary (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let (package, target, needs_python) = args.area.target();
+    let name = args
+        .area
+        .to_possible_value()
+        .map_or_else(|| target.to_string(), |v| v.get_name().to_string());
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     let mut cmd = cargo();
     cmd.args(["bench", "--locked", "-p", package, "--bench", target, "--"])
-        .args(args.iter().skip(1).filter(|a| *a != "--"))
+        .args(&args.args)
         .env("MAGNET_BENCH_OUT", &out);
     if needs_python {
         cmd.env("MAGNET_PYTHON", python::ensure(true)?);
     }
-    run_cmd(&format!("bench {area}"), &mut cmd)?;
-    eprintln!("report: {}", out.join(format!("{area}.json")).display());
+    run_cmd(&format!("bench {name}"), &mut cmd)?;
+    eprintln!("report: {}", out.join(format!("{name}.json")).display());
     Ok(())
 }

@@ -1,29 +1,51 @@
 //! `cargo xtask ci`: exactly what CI runs, in one place, so a developer runs the same.
 //!
-//! One build profile (dev, with optimised dependencies) serves clippy's check and the
-//! tests; the feature checks that change burn's feature set use their own target folders
-//! so they never invalidate the main build.
+//! It needs nothing but Rust and Python 3 with venv: the services the tests use
+//! (PostgreSQL, S3) are started first (`services`), and a prerequisite that is missing
+//! and cannot be installed stops the run before any build with the command that installs
+//! it. One build profile (dev, with optimised dependencies) serves clippy's check, the
+//! tests, the CLI checks and the clean-clone main job; the feature checks that change
+//! burn's feature set use their own target folders so they never invalidate that build.
 
-use crate::python;
 use crate::util::{cargo, root, run as step};
-use anyhow::{Result, bail};
+use crate::{cli_smoke, python, services};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Options of `cargo xtask ci`.
+#[derive(clap::Args, Debug)]
+pub struct CiArgs {
+    /// Skip the CUDA / ndarray and aarch64 type-checks (each builds another burn stack).
+    #[arg(long)]
+    pub skip_feature_checks: bool,
+    /// Skip the main job's set-up path from a fresh clone (shipped corpus, a few steps).
+    #[arg(long)]
+    pub skip_clean_clone: bool,
+}
+
+/// The target folder cargo uses for this workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
 
 /// Runs every step even after one fails, so a single run shows every problem, then fails
 /// if any step did.
-fn run_ci(skip_features: bool) -> Result<()> {
+pub fn run(args: &CiArgs) -> Result<()> {
     let root = root();
+    // Prerequisites first: a missing one ends the run in seconds, not after the build.
+    let services = services::start().context("starting the test services")?;
+    // The oracles (gguf-py) must exist before the tests that compare against them.
+    let python = python::ensure(false)?;
+
     let mut failed: Vec<String> = Vec::new();
     let mut record = |result: Result<()>| {
         if let Err(e) = result {
-            failed.push(e.to_string());
+            failed.push(format!("{e:#}"));
         }
     };
 
     record(step("fmt", cargo().args(["fmt", "--all", "--", "--check"])));
-
-    // The oracles (gguf-py) must exist before the tests that compare against them.
-    let python = python::ensure(false)?;
-
     record(step(
         "clippy",
         cargo().args([
@@ -40,20 +62,21 @@ fn run_ci(skip_features: bool) -> Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace", "--locked"])
         .env("MAGNET_PYTHON", &python)
-        .env("MAGNET_REQUIRE_ORACLES", "1");
-    // CI may point the corpus at the shared reference copy instead of rebuilding it.
-    if std::env::var_os("MAGNET_CORPUS").is_none() {
-        let shared = root.join("../shared/corpus");
-        if shared.is_dir() {
-            test.env("MAGNET_CORPUS", shared);
-        }
-    }
+        .env("MAGNET_REQUIRE_ORACLES", "1")
+        // The tests read the shipped corpus, as a user's run does.
+        .env_remove("MAGNET_CORPUS")
+        .envs(services.iter().map(|(k, v)| (k, v)));
     record(step("test", &mut test));
 
-    if !skip_features {
+    record(cli_smoke::run());
+    if !args.skip_clean_clone {
+        record(clean_clone(&root));
+    }
+
+    if !args.skip_feature_checks {
         // The GPU path must keep type-checking although CI has no GPU and no LLVM bundle:
         // DOCS_RS makes the cubecl LLVM build scripts return early. Both optional backends
-        // are checked in one build (one extra burn stack instead of two: ~5 minutes less).
+        // are checked in one build (one extra burn stack instead of two).
         record(step(
             "check-cuda-ndarray",
             cargo()
@@ -66,11 +89,9 @@ fn run_ci(skip_features: bool) -> Result<()> {
                     "cuda,ndarray",
                 ])
                 .env("DOCS_RS", "1")
-                .env("CARGO_TARGET_DIR", root.join("target/check-features")),
+                .env("CARGO_TARGET_DIR", target_dir().join("check-features")),
         ));
-    }
-    if !skip_features {
-        record(check_aarch64(&root));
+        record(check_aarch64());
     }
     if !failed.is_empty() {
         bail!(
@@ -83,17 +104,63 @@ fn run_ci(skip_features: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let skip_features = args.iter().any(|a| a == "--skip-feature-checks");
-    run_ci(skip_features)
+/// The README's main job from a fresh clone of the committed tree, with no `../shared`
+/// beside it, no `MAGNET_CORPUS` and an empty temporary directory: it must find the
+/// shipped corpus, prepare the data, train a few steps, export and generate. It shares
+/// this workspace's target folder, so only our own crates are compiled again.
+fn clean_clone(root: &Path) -> Result<()> {
+    let scratch = target_dir().join("clean-clone");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("clearing {}", scratch.display()))?;
+    }
+    let clone = scratch.join("magnet-rs");
+    let tmp = scratch.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    step(
+        "clean-clone: git clone",
+        Command::new("git")
+            .args(["clone", "--quiet", "--no-hardlinks"])
+            .arg(root)
+            .arg(&clone),
+    )?;
+    let out = scratch.join("run");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    step(
+        "clean-clone: genkidama run",
+        Command::new(cargo)
+            .current_dir(&clone)
+            .args(["run", "--locked", "-p", "genkidama", "--", "run"])
+            .args(["--steps", "2", "--skip-fp", "--out"])
+            .arg(&out)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .env("TMPDIR", &tmp)
+            .env_remove("MAGNET_CORPUS"),
+    )?;
+    let report_path = out.join("report.json");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&report_path)
+            .with_context(|| format!("reading {}", report_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", report_path.display()))?;
+    let corpus = report["corpus"].as_str().unwrap_or_default();
+    if !Path::new(corpus).starts_with(&tmp) || !corpus.contains("magnet-corpus-") {
+        bail!(
+            "[clean-clone] the run used corpus `{corpus}`, not the shipped copy under {}",
+            tmp.display()
+        );
+    }
+    eprintln!("<== [clean-clone] the main job ran from the shipped corpus ({corpus})");
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(())
 }
 
 /// ternary-core's NEON kernels must keep compiling for aarch64 although CI runs on x86-64.
 /// The target's standard library comes from rustup; where rustup cannot fetch it (an
 /// offline machine), the check is reported as skipped rather than failing the whole run.
-fn check_aarch64(root: &std::path::Path) -> Result<()> {
+fn check_aarch64() -> Result<()> {
     const TARGET: &str = "aarch64-unknown-linux-gnu";
-    let have_target = std::process::Command::new("rustup")
+    let have_target = Command::new("rustup")
         .args(["target", "add", TARGET])
         .status()
         .is_ok_and(|s| s.success());
@@ -112,6 +179,6 @@ fn check_aarch64(root: &std::path::Path) -> Result<()> {
                 "--target",
                 TARGET,
             ])
-            .env("CARGO_TARGET_DIR", root.join("target/check-aarch64")),
+            .env("CARGO_TARGET_DIR", target_dir().join("check-aarch64")),
     )
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask corpus [--out DIR] [--debs DIR]`: rebuild the trilingual training corpus
-//! from Debian documentation packages, following the extraction rules of the reference
-//! copy (../shared/corpus/README.md):
+//! `cargo xtask corpus [--out DIR] [--debs DIR] [--pack]`: rebuild the trilingual
+//! training corpus from Debian documentation packages, following the extraction rules
+//! documented with the shipped copy (crates/magnet-corpus/README.md):
 //!
 //! 1. `apt-get download` every source package (or take the `.deb` files in `--debs`),
 //!    `dpkg-deb -x` each one.
@@ -14,7 +14,8 @@
 //! 5. Script filter per line (letters only): ko >= 50 % Hangul syllables, ja >= 50 % kana
 //!    or CJK ideographs, en >= 95 % ASCII.
 //!
-//! Output: `<out>/{en,ja,ko}/<source>.txt` (default `<workspace>/data/corpus`).
+//! Output: `<out>/{en,ja,ko}/<source>.txt` and `SOURCES.sha256` (default
+//! `target/corpus`); `--pack` turns the result into the shipped archive.
 
 use crate::util::{root, run as run_cmd};
 use anyhow::{Context, Result, bail};
@@ -378,74 +379,220 @@ pub fn write_source(
     Ok(())
 }
 
-/// Runs the command.
-pub fn run(args: &[String]) -> Result<()> {
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from)
+/// Options of `cargo xtask corpus`.
+#[derive(clap::Args, Debug)]
+pub struct CorpusArgs {
+    /// Where the rebuilt corpus is written (default: target/corpus).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Take the `.deb` files from DIR instead of `apt-get download`.
+    #[arg(long)]
+    pub debs: Option<PathBuf>,
+    /// Also rewrite the shipped copy (crates/magnet-corpus/corpus.tar.xz and SHA256SUMS)
+    /// from the result.
+    #[arg(long)]
+    pub pack: bool,
+    /// With --pack: pack this existing corpus directory instead of rebuilding one.
+    #[arg(long, requires = "pack", conflicts_with = "debs")]
+    pub from: Option<PathBuf>,
+}
+
+/// The `.deb` of `package` in `debs`.
+fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    Ok(std::fs::read_dir(debs)
+        .with_context(|| format!("reading {}", debs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .max())
+}
+
+fn download(debs: &Path) -> Result<()> {
+    if crate::util::which("apt-get").is_none() {
+        bail!(
+            "`apt-get` is not available: rebuilding the corpus needs a Debian/Ubuntu machine \
+             with apt sources (bookworm has the reference versions), or --debs DIR with the \
+             .deb files. The shipped copy (crates/magnet-corpus) needs no rebuild."
+        );
+    }
+    let fetch = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.arg("download")
+            .args(PACKAGES.iter().map(|p| p.0))
+            .current_dir(debs);
+        run_cmd("apt-get download", &mut cmd)
     };
-    let out = value("--out").unwrap_or_else(|| root().join("data/corpus"));
-    let work = root().join("target/corpus-build");
-    let debs = if let Some(d) = value("--debs") {
-        d
-    } else {
-        let d = work.join("debs");
-        std::fs::create_dir_all(&d)?;
-        let download = || {
-            let mut cmd = Command::new("apt-get");
-            cmd.arg("download")
-                .args(PACKAGES.iter().map(|p| p.0))
-                .current_dir(&d);
-            run_cmd("apt-get download", &mut cmd)
-        };
-        // A machine's package lists go stale as point releases replace versions (the
-        // mirror then answers 404): refresh them once and retry.
-        let first = download();
-        let retried = first.or_else(|e| {
+    // A machine's package lists go stale as point releases replace versions (the mirror
+    // then answers 404): refresh them once and retry.
+    fetch()
+        .or_else(|e| {
             eprintln!("apt-get download failed ({e:#}); running apt-get update and retrying");
             run_cmd("apt-get update", Command::new("apt-get").arg("update"))?;
-            download()
-        });
-        retried.context(
+            fetch()
+        })
+        .context(
             "apt-get download failed: this needs a Debian/Ubuntu machine with apt sources \
-                 (bookworm has the reference versions); or pass --debs DIR with the .deb files, \
-                 or set MAGNET_CORPUS to an existing corpus",
-        )?;
-        d
-    };
-    let mut by_source: BTreeMap<&str, BTreeMap<&'static str, Vec<String>>> = BTreeMap::new();
-    let mut found = 0;
+             (bookworm has the reference versions), or --debs DIR with the .deb files",
+        )
+}
+
+/// Rebuilds the corpus into `out` from the packages in `debs`; every package is required
+/// (a missing one would silently change the training text). Writes `SOURCES.sha256`.
+fn build(out: &Path, debs: &Path, work: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut found = Vec::new();
     for (package, source) in PACKAGES {
-        let Some(deb) = std::fs::read_dir(&debs)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-            })
-        else {
-            eprintln!("warning: no .deb for {package} in {}", debs.display());
-            continue;
-        };
-        found += 1;
+        match find_deb(debs, package)? {
+            Some(deb) => found.push((*package, *source, deb)),
+            None => missing.push(*package),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} packages have no .deb in {}: {}. Every package is needed for the \
+             documented corpus (`apt-get download {}`)",
+            missing.len(),
+            PACKAGES.len(),
+            debs.display(),
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out)?;
+    let bar = indicatif::ProgressBar::new(found.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta} left) {msg}",
+        )
+        .expect("static template"),
+    );
+    bar.set_prefix("corpus");
+    let mut by_source: BTreeMap<&str, BTreeMap<&'static str, Vec<String>>> = BTreeMap::new();
+    let mut sums: Vec<String> = Vec::new();
+    for (package, source, deb) in &found {
+        bar.set_message((*package).to_string());
+        let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+        let name = deb.file_name().unwrap_or_default().to_string_lossy();
+        sums.push(format!("{}  {name}", magnet_corpus::sha256_hex(&bytes)));
         let tree = work.join("tree").join(package);
         if tree.exists() {
             std::fs::remove_dir_all(&tree)?;
         }
         std::fs::create_dir_all(&tree)?;
-        let mut cmd = Command::new("dpkg-deb");
-        cmd.arg("-x").arg(&deb).arg(&tree);
-        run_cmd(&format!("unpack {package}"), &mut cmd)?;
-        extract_tree(&tree, by_source.entry(source).or_default())?;
+        let status = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(&tree)
+            .status()
+            .context("running dpkg-deb (Debian's dpkg package)")?;
+        if !status.success() {
+            bail!("dpkg-deb -x {} failed with {status}", deb.display());
+        }
+        extract_tree(&tree, by_source.entry(source).or_default())
+            .with_context(|| format!("extracting {package}"))?;
+        bar.inc(1);
     }
-    if found == 0 {
-        bail!("none of the packages were found in {}", debs.display());
-    }
+    bar.finish_and_clear();
     for (source, lines) in &by_source {
-        write_source(&out, source, lines)?;
+        write_source(out, source, lines)?;
     }
+    sums.sort_unstable();
+    std::fs::write(out.join("SOURCES.sha256"), sums.join("\n") + "\n")?;
     eprintln!("corpus written to {}", out.display());
+    Ok(())
+}
+
+/// Writes crates/magnet-corpus/{corpus.tar.xz,SHA256SUMS} from the text in `corpus`
+/// plus the crate's README.md and LICENSES/.
+fn pack(corpus: &Path) -> Result<()> {
+    let crate_dir = root().join("crates/magnet-corpus");
+    let staging = root().join("target/corpus-pack");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        std::fs::create_dir_all(to.parent().expect("a file in the staging folder"))?;
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        Ok(())
+    };
+    let mut texts = 0;
+    for lang in ["en", "ja", "ko"] {
+        let dir = corpus.join(lang);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            bail!("{} has no {lang}/ folder", corpus.display());
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "txt") {
+                copy(
+                    &path,
+                    &staging
+                        .join(lang)
+                        .join(path.file_name().unwrap_or_default()),
+                )?;
+                texts += 1;
+            }
+        }
+    }
+    let sources = corpus.join("SOURCES.sha256");
+    if !sources.is_file() {
+        bail!(
+            "{} is missing (the .deb files it was cut from)",
+            sources.display()
+        );
+    }
+    copy(&sources, &staging.join("SOURCES.sha256"))?;
+    copy(&crate_dir.join("README.md"), &staging.join("README.md"))?;
+    for entry in std::fs::read_dir(crate_dir.join("LICENSES"))? {
+        let path = entry?.path();
+        copy(
+            &path,
+            &staging
+                .join("LICENSES")
+                .join(path.file_name().unwrap_or_default()),
+        )?;
+    }
+    let (archive, manifest) = magnet_corpus::pack(&staging)?;
+    std::fs::write(crate_dir.join("corpus.tar.xz"), &archive)?;
+    std::fs::write(crate_dir.join("SHA256SUMS"), manifest.to_text())?;
+    std::fs::copy(&sources, crate_dir.join("SOURCES.sha256"))?;
+    eprintln!(
+        "packed {texts} text files into {} ({} bytes), text fingerprint {}",
+        crate_dir.join("corpus.tar.xz").display(),
+        archive.len(),
+        manifest.fingerprint()
+    );
+    Ok(())
+}
+
+/// Runs the command.
+pub fn run(args: &CorpusArgs) -> Result<()> {
+    if let Some(from) = &args.from {
+        return pack(from);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root().join("target/corpus"));
+    let work = root().join("target/corpus-build");
+    let debs = if let Some(d) = &args.debs {
+        d.clone()
+    } else {
+        let d = work.join("debs");
+        std::fs::create_dir_all(&d)?;
+        download(&d)?;
+        d
+    };
+    build(&out, &debs, &work)?;
+    if args.pack {
+        pack(&out)?;
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! `bin/llvm-config` wrapper forwarding to LLVM 22, and prints the environment for
 //! `cargo build --features cuda`. With `--build` it also builds `genkidama` with CUDA.
 
-use crate::util::{cargo, root, run as run_cmd};
+use crate::util::{cargo, is_root, root, run as run_cmd};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,17 +62,21 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+/// Options of `cargo xtask cuda-setup`.
+#[derive(clap::Args, Debug)]
+pub struct CudaArgs {
+    /// Fail with the list of missing Debian packages instead of installing them.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Also build genkidama with `--features cuda` afterwards.
+    #[arg(long)]
+    pub build: bool,
 }
 
 /// Runs the setup.
-pub fn run(args: &[String]) -> Result<()> {
-    let install = !args.iter().any(|a| a == "--no-install");
-    let build = args.iter().any(|a| a == "--build");
+pub fn run(args: &CudaArgs) -> Result<()> {
+    let install = !args.no_install;
+    let build = args.build;
     let missing = missing_packages();
     if !missing.is_empty() {
         if !install {

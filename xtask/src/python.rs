@@ -13,7 +13,7 @@ pub fn ensure(bench: bool) -> Result<PathBuf> {
     let venv = root.join(".venv");
     let python = venv.join("bin").join("python");
     if !python.exists() {
-        let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let system = crate::services::python_with_venv(true)?;
         run(
             "python-venv",
             Command::new(&system).args(["-m", "venv"]).arg(&venv),
