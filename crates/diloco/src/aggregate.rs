@@ -9,6 +9,14 @@
 //! with weight `w / (1 + s)` in the weighted aggregators (mean, norm clipping): a stale
 //! pseudo-gradient still points downhill but was measured from older weights. Median and
 //! trimmed mean ignore weights.
+//!
+//! Weights come from the protocol, never from what a worker says about itself:
+//! [`Weighting::Equal`] (the default) gives every accepted update weight 1 whatever its
+//! header declares; [`Weighting::Declared`] uses the header's weight (e.g. tokens trained
+//! on) only inside the protocol's bounds and rejects the update otherwise
+//! ([`RejectReason::WeightOutOfBounds`]). A merge policy
+//! ([`crate::merge::MergePolicy`]) may then set each merged update's weight from an
+//! outside record (e.g. tokens a ledger accepted).
 
 use crate::params::{self, ParamMap, Tensor};
 use serde::{Deserialize, Serialize};
@@ -21,7 +29,9 @@ pub struct Update {
     pub worker: u32,
     /// The global version the worker started from.
     pub base_version: u64,
-    /// Relative weight (e.g. tokens trained on); 1 for uniform averaging.
+    /// Relative weight in the weighted aggregators. Before [`screen`] it is what the
+    /// update's header declared; [`screen`] replaces it by the protocol's weight
+    /// ([`Weighting`]) divided by `1 + staleness`.
     pub weight: f32,
     /// Pseudo-gradient: global minus local latent weights.
     pub delta: ParamMap,
@@ -83,6 +93,53 @@ pub enum RejectReason {
     },
     /// A second update from the same worker in one round.
     Duplicate,
+    /// The declared weight lies outside the protocol's bounds ([`Weighting::Declared`]).
+    WeightOutOfBounds {
+        /// The weight declared.
+        weight: f32,
+        /// Smallest weight the protocol accepts.
+        min: f32,
+        /// Largest weight the protocol accepts.
+        max: f32,
+    },
+    /// Well-formed, but the round's merge policy left it out (e.g. the ledger slashed it).
+    Excluded {
+        /// The policy's reason.
+        message: String,
+    },
+}
+
+/// Where an accepted update's aggregation weight comes from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Weighting {
+    /// Every accepted update weighs 1 (before the stale rule); the header is ignored.
+    #[default]
+    Equal,
+    /// The header's declared weight, accepted only in `[min, max]` (e.g. `max` = the
+    /// round's token budget), otherwise rejected with a reason.
+    Declared {
+        /// Smallest accepted weight (> 0).
+        min: f32,
+        /// Largest accepted weight (>= `min`, finite).
+        max: f32,
+    },
+}
+
+impl Weighting {
+    /// Checks the bounds (`0 < min <= max < inf`).
+    pub fn validate(self) -> crate::Result<()> {
+        match self {
+            Weighting::Equal => Ok(()),
+            Weighting::Declared { min, max } if min > 0.0 && min <= max && max.is_finite() => {
+                Ok(())
+            }
+            Weighting::Declared { min, max } => Err(crate::Error::Config {
+                field: "weighting".into(),
+                message: format!("declared-weight bounds [{min}, {max}] need 0 < min <= max < inf"),
+            }),
+        }
+    }
 }
 
 impl fmt::Display for RejectReason {
@@ -110,6 +167,9 @@ pub struct ScreenConfig {
     pub max_norm: Option<f64>,
     /// Largest accepted staleness (see the module docs).
     pub max_staleness: u64,
+    /// Where the aggregation weights come from.
+    #[serde(default)]
+    pub weighting: Weighting,
 }
 
 impl Default for ScreenConfig {
@@ -118,6 +178,7 @@ impl Default for ScreenConfig {
             norm_ratio: 10.0,
             max_norm: None,
             max_staleness: 1,
+            weighting: Weighting::Equal,
         }
     }
 }
@@ -147,6 +208,9 @@ pub fn screen(
             });
         } else {
             let stale = current.saturating_sub(u.base_version);
+            if cfg.weighting == Weighting::Equal {
+                u.weight = 1.0;
+            }
             u.weight /= 1.0 + stale as f32;
             ok.push(u);
         }
@@ -182,8 +246,17 @@ fn check_one(
     current: u64,
     cfg: &ScreenConfig,
 ) -> Option<RejectReason> {
-    if !(u.weight.is_finite() && u.weight > 0.0) {
-        return Some(RejectReason::BadWeight { weight: u.weight });
+    if let Weighting::Declared { min, max } = cfg.weighting {
+        if !(u.weight.is_finite() && u.weight > 0.0) {
+            return Some(RejectReason::BadWeight { weight: u.weight });
+        }
+        if !(min..=max).contains(&u.weight) {
+            return Some(RejectReason::WeightOutOfBounds {
+                weight: u.weight,
+                min,
+                max,
+            });
+        }
     }
     if u.base_version > current || current - u.base_version > cfg.max_staleness {
         return Some(RejectReason::Stale {
@@ -421,6 +494,60 @@ mod tests {
             "{clipped:?}"
         );
         assert!(Aggregator::Mean.aggregate(&us)["w"].data[0] > 1e5);
+    }
+
+    /// The attacker of issue 12: one worker declares weight 1e30 for an update that
+    /// points the other way. Before, the weighted mean was the attacker's update; now
+    /// equal weighting gives it 1/k and declared weighting refuses it with a reason.
+    #[test]
+    fn a_weight_inflator_does_not_become_the_aggregate() {
+        let reference = upd(0, vec![0.0; 2]).delta;
+        let mut us: Vec<Update> = (0..4).map(|w| upd(w, vec![1.0, 1.0])).collect();
+        let mut attacker = upd(4, vec![-1.0, -1.0]);
+        attacker.weight = 1e30;
+        us.push(attacker);
+        for u in &mut us[..4] {
+            u.weight = 64.0; // honest: the tokens of one round
+        }
+        let (ok, rej) = screen(us.clone(), &reference, 0, &ScreenConfig::default());
+        assert!(rej.is_empty(), "{rej:?}");
+        assert!(ok.iter().all(|u| u.weight == 1.0));
+        let mean = Aggregator::Mean.aggregate(&ok)["w"].data.clone();
+        assert_eq!(mean, vec![0.6, 0.6]); // (4 x 1 - 1) / 5, not -1
+        let declared = ScreenConfig {
+            weighting: Weighting::Declared {
+                min: 1.0,
+                max: 64.0,
+            },
+            ..ScreenConfig::default()
+        };
+        let (ok, rej) = screen(us, &reference, 0, &declared);
+        assert_eq!(ok.len(), 4);
+        assert_eq!(
+            rej,
+            vec![Rejection {
+                worker: 4,
+                reason: RejectReason::WeightOutOfBounds {
+                    weight: 1e30,
+                    min: 1.0,
+                    max: 64.0
+                }
+            }]
+        );
+        assert_eq!(Aggregator::Mean.aggregate(&ok)["w"].data, vec![1.0, 1.0]);
+        assert!(
+            Weighting::Declared { min: 0.0, max: 1.0 }
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Weighting::Declared {
+                min: 2.0,
+                max: f32::INFINITY
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

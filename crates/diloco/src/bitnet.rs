@@ -93,8 +93,8 @@ impl std::fmt::Debug for BitnetWorker {
 
 fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Trainer {
-        worker: u32::MAX,
-        message: e.to_string(),
+        worker: None,
+        source: e.to_string().into(),
     }
 }
 

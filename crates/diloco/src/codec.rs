@@ -10,6 +10,12 @@
 //!
 //! Decoding checks every length against the bytes left before allocating, so a hostile
 //! payload can neither panic nor make us allocate more than it is long.
+//!
+//! Non-finite values never cross the wire: [`encode`] refuses a NaN or an infinity (and
+//! an f32 that would overflow f16) with [`Error::NonFinite`] instead of writing it, and
+//! [`decode`] refuses a payload that carries one (an f32 / f16 / top-k value, an int8 /
+//! 4-bit block scale that is NaN, infinite or negative, or a scale so large that a
+//! dequantized value overflows), so a NaN update can never pass the screen as zeros.
 
 use crate::error::{Error, Result};
 use crate::params::{ParamMap, Tensor};
@@ -139,9 +145,45 @@ fn topk_count(density: f32, n: usize) -> usize {
     }
 }
 
-/// Encodes every tensor of `params` with `codec`.
+/// The first value of `data` the codec cannot carry finitely, as an [`Error::NonFinite`].
+fn check_encodable(name: &str, data: &[f32], codec: Codec) -> Result<()> {
+    let bad = |index: usize, detail| Error::NonFinite {
+        what: "encode".into(),
+        tensor: name.into(),
+        index,
+        value: data[index],
+        detail,
+    };
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(bad(i, ""));
+    }
+    if codec == Codec::F16
+        && let Some(i) = data.iter().position(|&v| f16::from_f32(v).is_infinite())
+    {
+        return Err(bad(i, " (overflows f16)"));
+    }
+    Ok(())
+}
+
+/// Largest magnitude in `c`, NaN if any value is NaN (`f32::max` would drop it and make
+/// a NaN block look like a zero block).
+fn absmax(c: &[f32]) -> f32 {
+    c.iter().fold(0.0f32, |m, v| {
+        if m.is_nan() || v.is_nan() {
+            f32::NAN
+        } else {
+            m.max(v.abs())
+        }
+    })
+}
+
+/// Encodes every tensor of `params` with `codec`; a NaN or infinite value (or one that
+/// overflows f16) is an [`Error::NonFinite`] naming the tensor and index.
 pub fn encode(params: &ParamMap, codec: Codec) -> Result<Vec<u8>> {
     codec.validate()?;
+    for (name, t) in params {
+        check_encodable(name, &t.data, codec)?;
+    }
     let mut out = Vec::with_capacity(
         16 + params
             .iter()
@@ -197,15 +239,20 @@ fn encode_body(x: &[f32], codec: Codec, out: &mut Vec<u8>) {
             };
             let scales: Vec<f32> = x
                 .chunks(block as usize)
-                .map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs())) / levels)
+                .map(|c| absmax(c) / levels)
                 .collect();
             for s in &scales {
                 out.extend_from_slice(&s.to_le_bytes());
             }
+            // Division, not a reciprocal: 1 / s overflows for a subnormal scale.
             let q = x.chunks(block as usize).zip(&scales).flat_map(|(c, &s)| {
-                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-                c.iter()
-                    .map(move |v| (v * inv).round().clamp(-levels, levels) as i8)
+                c.iter().map(move |v| {
+                    if s > 0.0 {
+                        (v / s).round().clamp(-levels, levels) as i8
+                    } else {
+                        0
+                    }
+                })
             });
             if levels > 100.0 {
                 out.extend(q.map(|v| v as u8));
@@ -345,6 +392,15 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<(Codec, ParamMap)> {
             )));
         }
         let data = decode_body(&mut r, codec, n, &name)?;
+        if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: what.into(),
+                tensor: name,
+                index,
+                value: data[index],
+                detail: "",
+            });
+        }
         if out.insert(name.clone(), Tensor { shape, data }).is_some() {
             return Err(r.err(format!("tensor `{name}` appears twice")));
         }
@@ -366,6 +422,21 @@ fn decode_body(r: &mut Reader<'_>, codec: Codec, n: usize, name: &str) -> Result
         Codec::Int8 { block } | Codec::Q4 { block } => {
             let scales = r.f32s(n.div_ceil(block as usize))?;
             let block = block as usize;
+            if let Some(b) = scales.iter().position(|s| !s.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: r.what.into(),
+                    tensor: name.into(),
+                    index: b * block,
+                    value: scales[b],
+                    detail: " (block scale)",
+                });
+            }
+            if let Some(b) = scales.iter().position(|s| s.is_sign_negative()) {
+                return Err(r.err(format!(
+                    "tensor `{name}`: block {b} has negative scale {}",
+                    scales[b]
+                )));
+            }
             if matches!(codec, Codec::Int8 { .. }) {
                 let q = r.take(n)?;
                 q.iter()
@@ -470,6 +541,80 @@ mod tests {
         }
 
         #[test]
+        fn encoding_refuses_non_finite_values(
+            x in prop::collection::vec(-10f32..10.0, 1..200),
+            at in any::<prop::sample::Index>(),
+            bad in prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+        ) {
+            let mut x = x;
+            let i = at.index(x.len());
+            x[i] = bad;
+            for codec in ALL_CODECS {
+                match encode(&one(x.clone()), codec) {
+                    Err(Error::NonFinite { tensor, index, .. }) => {
+                        prop_assert_eq!(tensor.as_str(), "blk.0.w");
+                        prop_assert_eq!(index, i);
+                    }
+                    other => prop_assert!(false, "{codec}: {other:?}"),
+                }
+            }
+        }
+
+        #[test]
+        fn decoding_refuses_non_finite_payloads(
+            x in prop::collection::vec(-10f32..10.0, 1..200),
+            at in any::<prop::sample::Index>(),
+            bad in prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+        ) {
+            // Offsets in a one-tensor payload named `blk.0.w` of rank 1 (module docs).
+            const BODY: usize = 4 + 1 + 4 + 4 + 2 + 7 + 1 + 4;
+            let j = at.index(x.len());
+            let patch = |codec: Codec, offset: usize, bytes: &[u8]| {
+                let mut p = encode(&one(x.clone()), codec).unwrap();
+                p[offset..offset + bytes.len()].copy_from_slice(bytes);
+                decode(&p, "hostile")
+            };
+            let block = 8u32;
+            let k = topk_count(0.5, x.len());
+            let cases = [
+                (Codec::F32, BODY + 4 * j, bad.to_le_bytes().to_vec()),
+                (Codec::F16, BODY + 2 * j, f16::from_f32(bad).to_le_bytes().to_vec()),
+                (Codec::Int8 { block }, BODY + 4 * (j / block as usize), bad.to_le_bytes().to_vec()),
+                (Codec::Q4 { block }, BODY + 4 * (j / block as usize), bad.to_le_bytes().to_vec()),
+                (Codec::TopK { density: 0.5 }, BODY + 4 + 4 * k + 4 * (j % k), bad.to_le_bytes().to_vec()),
+            ];
+            for (codec, offset, bytes) in cases {
+                match patch(codec, offset, &bytes) {
+                    Err(Error::NonFinite { what, tensor, .. }) => {
+                        prop_assert_eq!(what.as_str(), "hostile");
+                        prop_assert_eq!(tensor.as_str(), "blk.0.w");
+                    }
+                    other => prop_assert!(false, "{codec}: {other:?}"),
+                }
+            }
+        }
+
+        #[test]
+        fn finite_inputs_always_decode_finite(
+            x in prop::collection::vec(prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO, 0..200),
+        ) {
+            for codec in ALL_CODECS {
+                match encode(&one(x.clone()), codec) {
+                    Ok(bytes) => {
+                        let (_, m) = decode(&bytes, "ok").unwrap();
+                        prop_assert!(m["blk.0.w"].data.iter().all(|v| v.is_finite()));
+                    }
+                    // Only f16 may refuse a finite input: one above its range.
+                    Err(Error::NonFinite { index, .. }) => {
+                        prop_assert_eq!(codec, Codec::F16);
+                        prop_assert!(x[index].abs() > 65504.0);
+                    }
+                    Err(e) => prop_assert!(false, "{codec}: {e}"),
+                }
+            }
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes, "fuzz");
         }
@@ -482,6 +627,37 @@ mod tests {
                 prop_assert!(decode(&bytes[..cut], "cut").is_err());
             }
         }
+    }
+
+    const ALL_CODECS: [Codec; 5] = [
+        Codec::F32,
+        Codec::F16,
+        Codec::Int8 { block: 8 },
+        Codec::Q4 { block: 8 },
+        Codec::TopK { density: 0.5 },
+    ];
+
+    #[test]
+    fn block_max_keeps_nan_and_huge_scales_are_refused() {
+        assert!(absmax(&[1.0, f32::NAN, 3.0]).is_nan());
+        assert!(absmax(&[f32::NAN, 1.0]).is_nan());
+        assert_eq!(absmax(&[-4.0, 1.0]), 4.0);
+        // A finite scale so large that 127 x scale overflows: refused, not decoded to inf.
+        let mut p = encode(&one(vec![1.0; 4]), Codec::Int8 { block: 4 }).unwrap();
+        p[27..31].copy_from_slice(&f32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode(&p, "huge"), Err(Error::NonFinite { .. })),
+            "{:?}",
+            decode(&p, "huge")
+        );
+        // A negative scale is not something our encoder writes.
+        p[27..31].copy_from_slice(&(-1.0f32).to_le_bytes());
+        let err = decode(&p, "neg").unwrap_err().to_string();
+        assert!(err.contains("negative scale"), "{err}");
+        // Subnormal blocks quantize without overflowing the reciprocal.
+        let tiny = vec![1e-44f32, -1e-44, 0.0, 1e-45];
+        let y = roundtrip(&tiny, Codec::Int8 { block: 4 });
+        assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
     }
 
     #[test]

@@ -31,6 +31,23 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A tensor holds NaN or an infinity, or a value the codec cannot carry finitely
+    /// (an f32 above f16's range, a block scale that overflows). Encoding refuses it;
+    /// decoding refuses a payload that carries one (the coordinator records the update
+    /// as rejected with [`RejectReason::NonFinite`](crate::aggregate::RejectReason)).
+    #[error("`{what}`: tensor `{tensor}` value {value} at index {index} is not finite{detail}")]
+    NonFinite {
+        /// Which payload (object key, or `encode`).
+        what: String,
+        /// Tensor name.
+        tensor: String,
+        /// Flat index of the first bad value (for a block scale: of the block's first value).
+        index: usize,
+        /// The value found (or, for an f16 overflow, the f32 that would overflow).
+        value: f32,
+        /// Extra context, e.g. ` (overflows f16)` or ` (block scale)`; may be empty.
+        detail: &'static str,
+    },
     /// A create-only write found the key already present.
     #[error("object `{key}` already exists")]
     AlreadyExists {
@@ -53,13 +70,23 @@ pub enum Error {
         /// How long we waited.
         waited_ms: u128,
     },
-    /// The local trainer failed.
-    #[error("trainer (worker {worker}): {message}")]
+    /// The local trainer (e.g. bitnet-model's) failed; its error is kept as the source.
+    #[error("trainer{}", worker.map(|w| format!(" of worker {w}")).unwrap_or_default())]
     Trainer {
-        /// Worker id.
-        worker: u32,
-        /// The trainer's message.
-        message: String,
+        /// Worker id, when the caller knows it.
+        worker: Option<u32>,
+        /// The trainer's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The coordinator's merge policy failed.
+    #[error("merge policy, round {round}")]
+    Policy {
+        /// The round being merged.
+        round: u64,
+        /// The policy's error.
+        #[source]
+        source: crate::merge::PolicyError,
     },
     /// A JSON manifest or membership record did not parse.
     #[error("json `{what}`: {source}")]

@@ -31,6 +31,7 @@ pub mod drift;
 pub mod error;
 pub mod exchange;
 pub mod fragment;
+pub mod merge;
 pub mod outer;
 pub mod params;
 pub mod protocol;

@@ -22,6 +22,7 @@ use crate::aggregate::{self, Aggregator, RejectReason, Rejection, ScreenConfig, 
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
 use crate::exchange::{Exchange, wait_for};
+use crate::merge::{Candidate, MergeAll, MergePolicy, Verdict};
 use crate::outer::{OuterOptimizer, OuterState};
 use crate::params::{self, ParamMap};
 use crate::trainer::LossEvaluator;
@@ -83,8 +84,11 @@ pub struct ContributionScore {
 pub struct Accepted {
     /// Worker id.
     pub worker: u32,
-    /// Weight used (after the stale rule).
+    /// Weight used in the aggregate (the protocol's or the merge policy's).
     pub weight: f32,
+    /// Weight the update's header declared (what the worker claimed; information only).
+    #[serde(default)]
+    pub declared_weight: f32,
     /// L2 norm of the decoded pseudo-gradient.
     pub norm: f64,
     /// Encoded size in bytes.
@@ -221,6 +225,36 @@ pub struct Coordinator {
     /// Last round that updated each tensor (its version for the stale rule).
     version_of: BTreeMap<String, u64>,
     scorer: Option<Box<dyn LossEvaluator + Send>>,
+    policy: Box<dyn MergePolicy + Send>,
+}
+
+/// A round's update objects decoded and screened, before the merge policy
+/// ([`Coordinator::screen_round`]).
+#[derive(Debug, Clone)]
+pub struct ScreenedRound {
+    /// Well-formed updates, sorted by worker, weights = the protocol's (after the stale
+    /// rule).
+    pub updates: Vec<Update>,
+    /// Weight each worker's header declared.
+    pub declared: BTreeMap<u32, f32>,
+    /// Size of each worker's update object.
+    pub sizes: BTreeMap<u32, usize>,
+    /// Updates refused, with reasons, sorted by worker.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The outer step on some updates and the global weights it leads to
+/// ([`Coordinator::preview`]).
+#[derive(Debug, Clone)]
+pub struct MergedStep {
+    /// The aggregated pseudo-gradient (zeros when no update was given).
+    pub delta: ParamMap,
+    /// The outer step as every party applies it: encoded with the step codec and decoded.
+    pub step: ParamMap,
+    /// The encoded step (the bytes of `step.bin`).
+    pub step_bytes: Vec<u8>,
+    /// The global weights after the step.
+    pub global: ParamMap,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -235,7 +269,7 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// Publishes `init` as version 0 and returns the coordinator.
     pub fn start(ex: &dyn Exchange, init: ParamMap, cfg: CoordinatorConfig) -> Result<Self> {
-        cfg.step_codec.validate()?;
+        Self::check_config(&cfg)?;
         ex.put_new(&global_key(0), &codec::encode(&init, Codec::F32)?)?;
         Ok(Self {
             version_of: init.keys().map(|k| (k.clone(), 0)).collect(),
@@ -243,13 +277,31 @@ impl Coordinator {
             outer: OuterState::new(cfg.outer),
             cfg,
             scorer: None,
+            policy: Box::new(MergeAll),
         })
+    }
+
+    fn check_config(cfg: &CoordinatorConfig) -> Result<()> {
+        cfg.step_codec.validate()?;
+        cfg.screen.weighting.validate()
     }
 
     /// Scores every accepted contribution with `scorer` (loss before/after).
     pub fn with_scorer(mut self, scorer: Box<dyn LossEvaluator + Send>) -> Self {
         self.scorer = Some(scorer);
         self
+    }
+
+    /// Merges through `policy` in [`finish_round`](Self::finish_round) (default:
+    /// [`MergeAll`]).
+    pub fn with_policy(mut self, policy: Box<dyn MergePolicy + Send>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.cfg
     }
 
     /// The current global weights.
@@ -309,16 +361,8 @@ impl Coordinator {
         }
     }
 
-    /// Screens, aggregates and applies the updates of `round` (restricted to the tensors
-    /// `fragment_names`, or all), publishes the step and the manifest, and returns it.
-    pub fn finish_round(
-        &mut self,
-        ex: &dyn Exchange,
-        round: u64,
-        fragment: Option<(u32, &[String])>,
-        members: &BTreeSet<u32>,
-        objects: Objects,
-    ) -> Result<Manifest> {
+    /// The tensors a round touches (a fragment's, or all) and the version it expects.
+    fn reference(&self, fragment: Option<(u32, &[String])>) -> (ParamMap, u64) {
         let reference = match fragment {
             Some((_, names)) => params::subset(&self.global, names),
             None => self.global.clone(),
@@ -328,22 +372,35 @@ impl Coordinator {
             .map(|k| self.version_of.get(k).copied().unwrap_or(0))
             .max()
             .unwrap_or(0);
+        (reference, current)
+    }
+
+    /// Decodes and screens the update objects of `round` (restricted to the tensors of
+    /// `fragment`, or all) exactly as [`finish_round`](Self::finish_round) does, without
+    /// changing anything: what a merge policy's authority (validators, a ledger) should
+    /// judge. Objects whose key names no worker are ignored; a header that disagrees with
+    /// its key, a payload that does not decode or carries a non-finite value, and
+    /// everything [`aggregate::screen`] refuses are rejected with a reason.
+    pub fn screen_round(
+        &self,
+        round: u64,
+        fragment: Option<(u32, &[String])>,
+        objects: &Objects,
+    ) -> ScreenedRound {
+        let (reference, current) = self.reference(fragment);
         let mut decoded = Vec::new();
         let mut rejected = Vec::new();
         let mut sizes = BTreeMap::new();
-        for (key, bytes) in &objects {
+        let mut declared = BTreeMap::new();
+        for (key, bytes) in objects {
             // The key names the worker; a header that disagrees is a rejected update.
-            let key_worker = key
-                .rsplit('/')
-                .next()
-                .and_then(|f| f.strip_suffix(".bin"))
-                .and_then(|w| w.parse::<u32>().ok());
-            let Some(key_worker) = key_worker else {
+            let Some(key_worker) = worker_of_key(key) else {
                 continue;
             };
             match decode_update(bytes, key) {
                 Ok((w, r, base, weight, delta)) if w == key_worker && r == round => {
                     sizes.insert(w, bytes.len());
+                    declared.insert(w, weight);
                     decoded.push(Update {
                         worker: w,
                         base_version: base,
@@ -357,6 +414,10 @@ impl Coordinator {
                         message: format!("header says worker {w} round {r}"),
                     },
                 }),
+                Err(Error::NonFinite { tensor, index, .. }) => rejected.push(Rejection {
+                    worker: key_worker,
+                    reason: RejectReason::NonFinite { tensor, index },
+                }),
                 Err(e) => rejected.push(Rejection {
                     worker: key_worker,
                     reason: RejectReason::Decode {
@@ -365,8 +426,123 @@ impl Coordinator {
                 }),
             }
         }
-        let (ok, screened_out) = aggregate::screen(decoded, &reference, current, &self.cfg.screen);
+        let (updates, screened_out) =
+            aggregate::screen(decoded, &reference, current, &self.cfg.screen);
         rejected.extend(screened_out);
+        rejected.sort_by_key(|r| r.worker);
+        ScreenedRound {
+            updates,
+            declared,
+            sizes,
+            rejected,
+        }
+    }
+
+    /// The outer step the coordinator would take on `updates` (their `weight`s as given)
+    /// and the global weights after it, without changing anything (the outer
+    /// optimizer's state is cloned): the one merge rule, for a validator's "model after
+    /// merging these" or a check that the committed model is the merge of a given set.
+    /// [`finish_round`](Self::finish_round) on the same updates reaches bitwise the same
+    /// `global`. Every update must have the layout of the global weights (or of one
+    /// fragment of them).
+    pub fn preview(&self, updates: &[Update]) -> Result<MergedStep> {
+        // The aggregate sums in worker order, as the screened set of a round is.
+        if !updates.is_sorted_by_key(|u| u.worker) {
+            let mut sorted = updates.to_vec();
+            sorted.sort_by_key(|u| u.worker);
+            return self.preview(&sorted);
+        }
+        let mut outer = self.outer.clone();
+        let reference = match updates.first() {
+            Some(u) => params::subset(&self.global, u.delta.keys()),
+            None => self.global.clone(),
+        };
+        merge_step(&self.global, &reference, &mut outer, &self.cfg, updates, 0)
+    }
+
+    /// Screens, aggregates and applies the updates of `round` (restricted to the tensors
+    /// `fragment_names`, or all) through the coordinator's merge policy, publishes the
+    /// step and the manifest, and returns it.
+    pub fn finish_round(
+        &mut self,
+        ex: &dyn Exchange,
+        round: u64,
+        fragment: Option<(u32, &[String])>,
+        members: &BTreeSet<u32>,
+        objects: Objects,
+    ) -> Result<Manifest> {
+        let mut policy = std::mem::replace(&mut self.policy, Box::new(MergeAll));
+        let out = self.finish_round_with(ex, round, fragment, members, objects, policy.as_mut());
+        self.policy = policy;
+        out
+    }
+
+    /// [`finish_round`](Self::finish_round) with `policy` deciding which screened updates
+    /// are merged and with what weight (e.g. [`crate::merge::ExternalVerdicts`] filled
+    /// from a ledger's settlement). Excluded updates are listed as rejected with
+    /// [`RejectReason::Excluded`]; a verdict weight that is not finite and positive, or a
+    /// verdict count that does not match, is an error and nothing is published.
+    pub fn finish_round_with(
+        &mut self,
+        ex: &dyn Exchange,
+        round: u64,
+        fragment: Option<(u32, &[String])>,
+        members: &BTreeSet<u32>,
+        objects: Objects,
+        policy: &mut dyn MergePolicy,
+    ) -> Result<Manifest> {
+        let (reference, _) = self.reference(fragment);
+        let ScreenedRound {
+            updates,
+            declared,
+            sizes,
+            mut rejected,
+        } = self.screen_round(round, fragment, &objects);
+        let candidates: Vec<Candidate<'_>> = updates
+            .iter()
+            .map(|u| Candidate {
+                update: u,
+                declared_weight: declared.get(&u.worker).copied().unwrap_or(0.0),
+                norm: params::l2_norm(&u.delta),
+                bytes: sizes.get(&u.worker).copied().unwrap_or(0),
+            })
+            .collect();
+        let verdicts = policy
+            .verdicts(round, &candidates)
+            .map_err(|source| Error::Policy { round, source })?;
+        if verdicts.len() != candidates.len() {
+            return Err(Error::Config {
+                field: "merge policy".into(),
+                message: format!(
+                    "round {round}: {} verdicts for {} candidates",
+                    verdicts.len(),
+                    candidates.len()
+                ),
+            });
+        }
+        drop(candidates);
+        let mut ok = Vec::with_capacity(updates.len());
+        for (mut u, v) in updates.into_iter().zip(verdicts) {
+            match v {
+                Verdict::Merge { weight } if weight.is_finite() && weight > 0.0 => {
+                    u.weight = weight;
+                    ok.push(u);
+                }
+                Verdict::Merge { weight } => {
+                    return Err(Error::Config {
+                        field: "merge policy".into(),
+                        message: format!(
+                            "round {round}: weight {weight} for worker {} (must be finite and > 0)",
+                            u.worker
+                        ),
+                    });
+                }
+                Verdict::Exclude { reason } => rejected.push(Rejection {
+                    worker: u.worker,
+                    reason: RejectReason::Excluded { message: reason },
+                }),
+            }
+        }
         rejected.sort_by_key(|r| r.worker);
 
         let mut accepted: Vec<Accepted> = ok
@@ -374,6 +550,7 @@ impl Coordinator {
             .map(|u| Accepted {
                 worker: u.worker,
                 weight: u.weight,
+                declared_weight: declared.get(&u.worker).copied().unwrap_or(0.0),
                 norm: params::l2_norm(&u.delta),
                 bytes: sizes.get(&u.worker).copied().unwrap_or(0),
                 score: None,
@@ -398,26 +575,26 @@ impl Coordinator {
             }
         }
 
-        let (step, delta_norm) = if ok.is_empty() {
-            let zero = reference
-                .iter()
-                .map(|(n, t)| (n.clone(), crate::params::Tensor::zeros(t.shape.clone())))
-                .collect();
-            (zero, 0.0)
+        let merged = merge_step(
+            &self.global,
+            &reference,
+            &mut self.outer,
+            &self.cfg,
+            &ok,
+            round,
+        )?;
+        let delta_norm = if ok.is_empty() {
+            0.0
         } else {
-            let delta = self.cfg.aggregator.aggregate(&ok);
-            let norm = params::l2_norm(&delta);
-            (self.outer.step(&delta), norm)
+            params::l2_norm(&merged.delta)
         };
         // Everyone (the coordinator included) applies the *decoded* step, so all copies
         // of the global weights stay bitwise identical whatever the codec loses.
-        let step_bytes = codec::encode(&step, self.cfg.step_codec)?;
-        let (_, step) = codec::decode(&step_bytes, &step_key(round))?;
-        for (name, s) in &step {
-            let g = self.global.get_mut(name).expect("reference layout");
-            g.data.iter_mut().zip(&s.data).for_each(|(x, d)| *x += d);
+        self.global = merged.global;
+        for name in merged.step.keys() {
             self.version_of.insert(name.clone(), round);
         }
+        let step_bytes = merged.step_bytes;
         if self.cfg.checkpoint_every > 0 && round.is_multiple_of(self.cfg.checkpoint_every) {
             ex.put_new(
                 &global_key(round),
@@ -427,7 +604,7 @@ impl Coordinator {
         ex.put_new(&step_key(round), &step_bytes)?;
         let present: BTreeSet<u32> = objects
             .iter()
-            .filter_map(|(k, _)| k.rsplit('/').next()?.strip_suffix(".bin")?.parse().ok())
+            .filter_map(|(k, _)| worker_of_key(k))
             .collect();
         accepted.sort_by_key(|a| a.worker);
         let manifest = Manifest {
@@ -461,6 +638,57 @@ impl Coordinator {
         let (members, objects) = self.collect(ex, round, deadline, poll)?;
         self.finish_round(ex, round, fragment, &members, objects)
     }
+}
+
+/// The worker an update key `rounds/.../updates/{w:05}.bin` names.
+fn worker_of_key(key: &str) -> Option<u32> {
+    key.rsplit('/').next()?.strip_suffix(".bin")?.parse().ok()
+}
+
+/// The one merge rule: aggregate `updates` (none: a zero step on `reference`'s tensors),
+/// take the outer step (advancing `outer`), pass it through the step codec and add the
+/// decoded step to `global`. `round` names the step in decode errors.
+fn merge_step(
+    global: &ParamMap,
+    reference: &ParamMap,
+    outer: &mut OuterState,
+    cfg: &CoordinatorConfig,
+    updates: &[Update],
+    round: u64,
+) -> Result<MergedStep> {
+    let (delta, step) = if updates.is_empty() {
+        let zero: ParamMap = reference
+            .iter()
+            .map(|(n, t)| (n.clone(), crate::params::Tensor::zeros(t.shape.clone())))
+            .collect();
+        (zero.clone(), zero)
+    } else {
+        let delta = cfg.aggregator.aggregate(updates);
+        let step = outer.step(&delta);
+        (delta, step)
+    };
+    let step_bytes = codec::encode(&step, cfg.step_codec)?;
+    let (_, step) = codec::decode(&step_bytes, &step_key(round))?;
+    let mut global = global.clone();
+    for (name, s) in &step {
+        let g = global.get_mut(name).ok_or_else(|| Error::Tensor {
+            name: name.clone(),
+            message: "in the merged updates but not in the global weights".into(),
+        })?;
+        if g.data.len() != s.data.len() {
+            return Err(Error::Tensor {
+                name: name.clone(),
+                message: format!("step shape {:?} vs {:?}", s.shape, g.shape),
+            });
+        }
+        g.data.iter_mut().zip(&s.data).for_each(|(x, d)| *x += d);
+    }
+    Ok(MergedStep {
+        delta,
+        step,
+        step_bytes,
+        global,
+    })
 }
 
 /// A worker's side of the protocol: its anchor (copy of the global weights), error
@@ -607,5 +835,63 @@ impl WorkerClient {
         }
         let updated = params::subset(&self.anchor, step.keys());
         Ok((manifest, updated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::InProcess;
+    use crate::params::Tensor;
+    use proptest::prelude::*;
+
+    fn one(data: Vec<f32>) -> ParamMap {
+        let mut m = ParamMap::new();
+        m.insert(
+            "w".into(),
+            Tensor {
+                shape: vec![data.len()],
+                data,
+            },
+        );
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Error feedback keeps a finite residual whatever the deltas (up to f32's range)
+        /// and whichever lossy codec, and a non-finite local model is a typed error that
+        /// leaves the residual as it was.
+        #[test]
+        fn error_feedback_residuals_stay_finite(
+            rounds in prop::collection::vec(
+                prop::collection::vec(-3e38f32..3e38, 6), 1..6),
+            poison in any::<prop::sample::Index>(),
+            codec in prop::sample::select(vec![
+                Codec::F16, Codec::Int8 { block: 4 }, Codec::Q4 { block: 4 }, Codec::TopK { density: 0.34 },
+            ]),
+        ) {
+            let ex = InProcess::new();
+            ex.put_new(&global_key(0), &codec::encode(&one(vec![0.0; 6]), Codec::F32).unwrap()).unwrap();
+            let mut c = WorkerClient::join(&ex, 0, codec, 1, Duration::ZERO, Duration::ZERO).unwrap();
+            c.error_feedback = true;
+            for (r, local) in rounds.iter().enumerate() {
+                // The anchor is zero, so the pseudo-gradient is -local (+ the residual).
+                match c.submit(&ex, r as u64 + 1, 1.0, &one(local.clone())) {
+                    Ok(_) | Err(Error::NonFinite { .. }) => {}
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+                prop_assert!(c.residual.values().all(|t| t.data.iter().all(|v| v.is_finite())), "{:?}", c.residual);
+            }
+            let before = c.residual.clone();
+            let mut bad = rounds[0].clone();
+            bad[poison.index(6)] = f32::NAN;
+            let next = rounds.len() as u64 + 1;
+            let refused = matches!(c.submit(&ex, next, 1.0, &one(bad)), Err(Error::NonFinite { .. }));
+            prop_assert!(refused);
+            prop_assert_eq!(&c.residual, &before);
+            prop_assert!(ex.get(&update_key(next, 0)).unwrap().is_none());
+        }
     }
 }

@@ -164,9 +164,20 @@ pub fn run_in_process<T: LocalTrainer>(
         std::collections::BTreeMap::new();
     for t in 1..=cfg.total_steps {
         for (w, tr) in trainers.iter_mut().enumerate() {
-            last_loss[w] = tr.train_step().map_err(|e| Error::Trainer {
-                worker: w as u32,
-                message: e.to_string(),
+            last_loss[w] = tr.train_step().map_err(|e| match e {
+                // Name the worker on the trainer's own error; keep every error's cause.
+                Error::Trainer {
+                    worker: None,
+                    source,
+                } => Error::Trainer {
+                    worker: Some(w as u32),
+                    source,
+                },
+                Error::Trainer { .. } => e,
+                other => Error::Trainer {
+                    worker: Some(w as u32),
+                    source: Box::new(other),
+                },
             })?;
             tokens += tr.tokens_per_step();
         }

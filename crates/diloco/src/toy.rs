@@ -151,9 +151,9 @@ impl LocalTrainer for LinearTrainer {
     fn train_step(&mut self) -> Result<f32> {
         let n = self.train.y.len();
         if n == 0 {
-            return Err(Error::Trainer {
-                worker: 0,
-                message: "empty shard".into(),
+            return Err(Error::Config {
+                field: "shard".into(),
+                message: "the toy trainer's shard holds no examples".into(),
             });
         }
         let d = self.train.dim;

@@ -199,9 +199,17 @@ fn poisoned_updates_are_rejected_with_reasons() {
         }
         c.submit(&ex, 1, 1.0, &t.params().unwrap()).unwrap();
     }
-    let mut nan = init.clone();
-    nan.get_mut("bias").unwrap().data[0] = f32::NAN;
-    clients[3].submit(&ex, 1, 1.0, &nan).unwrap();
+    // A NaN injector: the client refuses to encode NaN, so it writes the bytes itself.
+    let nan = nan_update(&init, 3, 1);
+    ex.put_new(&protocol::update_key(1, 3), &nan).unwrap();
+    assert!(matches!(
+        clients[3].submit(&ex, 2, 1.0, &{
+            let mut p = init.clone();
+            p.get_mut("bias").unwrap().data[0] = f32::NAN;
+            p
+        }),
+        Err(diloco::Error::NonFinite { .. })
+    ));
     let mut huge = init.clone();
     huge.get_mut("blk.0.weight")
         .unwrap()
@@ -272,6 +280,177 @@ fn poisoned_updates_are_rejected_with_reasons() {
         .unwrap();
     assert_eq!(m2.missing, vec![0, 1, 2, 3, 4, 5]);
     assert_eq!(m2.delta_norm, 0.0);
+}
+
+/// An update object for `worker` in `round` whose `bias[0]` is NaN, written as an
+/// attacker would (bypassing the encoder's check).
+fn nan_update(init: &ParamMap, worker: u32, round: u64) -> Vec<u8> {
+    const MARK: f32 = 12345.678;
+    let mut delta = init.clone();
+    params::scale(&mut delta, 0.0);
+    delta.get_mut("bias").unwrap().data[0] = MARK;
+    let mut payload = codec::encode(&delta, Codec::F32).unwrap();
+    let at = payload
+        .windows(4)
+        .position(|w| w == MARK.to_le_bytes())
+        .unwrap();
+    payload[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    protocol::encode_update(worker, round, round - 1, 1.0, &payload)
+}
+
+/// One merge path: the coordinator merges what an outside authority's verdicts select,
+/// and the committed model is bitwise the merge of exactly the honest updates (as
+/// `Coordinator::preview` computes it), over two rounds of outer Nesterov momentum.
+/// The adversaries: a weight inflator (declares 1e30 for an update pointing the other
+/// way), an exact copier, a NaN injector.
+#[test]
+fn merge_policy_merges_exactly_the_honest_updates() {
+    use diloco::aggregate::{RejectReason, Weighting};
+    use diloco::merge::{ExternalVerdicts, Verdict};
+    let ex = InProcess::new();
+    let mut ws = workers(4);
+    let init = ws[0].params().unwrap();
+    let mut coord = Coordinator::start(&ex, init.clone(), CoordinatorConfig::default()).unwrap();
+    let zero = Duration::ZERO;
+    let mut clients: Vec<WorkerClient> = (0..7)
+        .map(|w| WorkerClient::join(&ex, w, Codec::Q4 { block: 16 }, 1, zero, zero).unwrap())
+        .collect();
+    for round in 1..=2u64 {
+        for (c, t) in clients.iter_mut().zip(ws.iter_mut()) {
+            t.set_params(c.anchor()).unwrap();
+            for _ in 0..10 {
+                t.train_step().unwrap();
+            }
+            c.submit(&ex, round, 64.0, &t.params().unwrap()).unwrap();
+        }
+        // Worker 4 inflates: the opposite of worker 0's update, weight 1e30.
+        let honest0 = protocol::decode_update(
+            &ex.get(&protocol::update_key(round, 0)).unwrap().unwrap(),
+            "w0",
+        )
+        .unwrap()
+        .4;
+        let mut anti = honest0.clone();
+        params::scale(&mut anti, -1.0);
+        let payload = codec::encode(&anti, Codec::F32).unwrap();
+        ex.put_new(
+            &protocol::update_key(round, 4),
+            &protocol::encode_update(4, round, round - 1, 1e30, &payload),
+        )
+        .unwrap();
+        // Worker 5 copies worker 0's payload under its own header.
+        let copied = ex.get(&protocol::update_key(round, 0)).unwrap().unwrap();
+        let mut copy = protocol::encode_update(5, round, round - 1, 64.0, &[]);
+        copy.extend_from_slice(&copied[28..]);
+        ex.put_new(&protocol::update_key(round, 5), &copy).unwrap();
+        ex.put_new(
+            &protocol::update_key(round, 6),
+            &nan_update(&init, 6, round),
+        )
+        .unwrap();
+
+        let (members, objects) = coord.collect(&ex, round, zero, zero).unwrap();
+        let screened = coord.screen_round(round, None, &objects);
+        assert_eq!(
+            screened
+                .updates
+                .iter()
+                .map(|u| u.worker)
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5],
+            "{:?}",
+            screened.rejected
+        );
+        assert_eq!(
+            screened.rejected[0].reason,
+            RejectReason::NonFinite {
+                tensor: "bias".into(),
+                index: 0
+            }
+        );
+        assert_eq!(screened.declared[&4], 1e30);
+        let honest: Vec<_> = screened
+            .updates
+            .iter()
+            .filter(|u| u.worker < 4)
+            .cloned()
+            .collect();
+        let expected = coord.preview(&honest).unwrap();
+        let mut verdicts = ExternalVerdicts::new();
+        for w in 0..4 {
+            verdicts.insert(round, w, Verdict::Merge { weight: 1.0 });
+        }
+        verdicts.insert(
+            round,
+            5,
+            Verdict::Exclude {
+                reason: "copied worker 0".into(),
+            },
+        );
+        // Worker 4 has no verdict: excluded by default.
+        let m = coord
+            .finish_round_with(&ex, round, None, &members, objects, &mut verdicts)
+            .unwrap();
+        assert_eq!(
+            m.accepted.iter().map(|a| a.worker).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert!(
+            m.accepted
+                .iter()
+                .all(|a| a.declared_weight == 64.0 && a.weight == 1.0)
+        );
+        assert_eq!(
+            m.rejected.iter().map(|r| r.worker).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        assert_eq!(
+            m.rejected[1].reason,
+            RejectReason::Excluded {
+                message: "copied worker 0".into()
+            }
+        );
+        assert_eq!(coord.global(), &expected.global, "round {round}");
+        for c in &mut clients {
+            let (_, fresh) = c.receive(&ex, round, zero, zero).unwrap();
+            assert_eq!(&fresh, coord.global());
+        }
+    }
+
+    // Declared weighting with the protocol's bounds refuses the inflator through the
+    // coordinator too (default policy: merge everything screened).
+    let ex = InProcess::new();
+    let cfg = CoordinatorConfig {
+        screen: diloco::aggregate::ScreenConfig {
+            weighting: Weighting::Declared {
+                min: 1.0,
+                max: 64.0,
+            },
+            ..Default::default()
+        },
+        ..CoordinatorConfig::default()
+    };
+    let mut coord = Coordinator::start(&ex, init.clone(), cfg).unwrap();
+    let mut inflated = init.clone();
+    params::scale(&mut inflated, 0.0);
+    let payload = codec::encode(&inflated, Codec::F32).unwrap();
+    for (w, weight) in [(0u32, 64.0f32), (1, 1e30)] {
+        ex.put_new(
+            &protocol::update_key(1, w),
+            &protocol::encode_update(w, 1, 0, weight, &payload),
+        )
+        .unwrap();
+    }
+    let m = coord.run_round(&ex, 1, None, zero, zero).unwrap();
+    assert_eq!(m.accepted.len(), 1);
+    assert_eq!(
+        m.rejected[0].reason,
+        RejectReason::WeightOutOfBounds {
+            weight: 1e30,
+            min: 1.0,
+            max: 64.0
+        }
+    );
 }
 
 /// With a grace period a round no longer waits out the deadline for a dead member: it
