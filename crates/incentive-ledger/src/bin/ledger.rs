@@ -14,9 +14,13 @@ use incentive_ledger::{Error, Result};
 #[derive(Parser)]
 #[command(
     name = "ledger",
+    version,
     about = "MAGNET incentive ledger: signed contributions, Merkle log, rewards"
 )]
 struct Cli {
+    /// Print the result as one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,12 +100,27 @@ enum Cmd {
     },
 }
 
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a JSON value serializes")
+    );
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
     match cli.cmd {
         Cmd::Keygen { out } => {
             let k = Keypair::generate();
             k.save(&out)?;
-            println!("{}", k.public());
+            if json {
+                print_json(&serde_json::json!({
+                    "public_key": k.public().to_string(),
+                    "key_file": out.display().to_string(),
+                }));
+            } else {
+                println!("{}", k.public());
+            }
         }
         Cmd::Init {
             dir,
@@ -130,7 +149,54 @@ fn run(cli: Cli) -> Result<()> {
                     copy_threshold_ppm,
                 },
             )?;
-            println!("created ledger `{}` in {}", l.origin(), dir.display());
+            if json {
+                print_json(&serde_json::json!({
+                    "origin": l.origin(),
+                    "dir": dir.display().to_string(),
+                }));
+            } else {
+                println!("created ledger `{}` in {}", l.origin(), dir.display());
+            }
+        }
+        Cmd::Show { dir, entries } if json => {
+            let l = Ledger::open(&dir, None, None)?;
+            let s = l.state();
+            let cp = l.log().checkpoint();
+            let mut listed = Vec::new();
+            if entries {
+                for i in 0..l.log().len() {
+                    let sm = SignedMessage::from_bytes(&l.log().get(i)?)?;
+                    listed.push(serde_json::json!({
+                        "index": i,
+                        "kind": sm.msg.body.kind(),
+                        "round": sm.msg.round,
+                        "seq": sm.msg.seq,
+                        "signer": sm.msg.signer.to_string(),
+                        "id": sm.short_id(),
+                    }));
+                }
+            }
+            print_json(&serde_json::json!({
+                "checkpoint": { "size": cp.size, "root": hex(&cp.root) },
+                "entries": l.log().len(),
+                "open_round": s.round,
+                "emitted": s.emitted,
+                "registered": s.registry.iter().map(|(k, (role, stake))| serde_json::json!({
+                    "key": k.to_string(), "role": role.name(), "stake": stake,
+                })).collect::<Vec<_>>(),
+                "rounds": s.history.iter().map(|r| serde_json::json!({
+                    "round": r.round,
+                    "emission": r.emission,
+                    "outcomes": r.outcomes.iter().map(|o| serde_json::json!({
+                        "contribution": hex(&o.id),
+                        "worker": o.worker.to_string(),
+                        "consensus": o.consensus.map(|c| format!("{c:?}")),
+                        "slash": o.slash.map(|r| r.to_string()),
+                        "reward": o.reward,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "log": listed,
+            }));
         }
         Cmd::Show { dir, entries } => {
             let l = Ledger::open(&dir, None, None)?;
@@ -176,6 +242,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Balances { dir } => {
             let l = Ledger::open(&dir, None, None)?;
             let s = l.state();
+            if json {
+                print_json(&serde_json::json!({
+                    "balances": s.balances.iter().map(|(k, b)| serde_json::json!({
+                        "key": k.to_string(),
+                        "role": s.registry.get(k).map(|r| r.0.name()),
+                        "balance": b,
+                    })).collect::<Vec<_>>(),
+                    "total": s.balances.values().sum::<u64>(),
+                }));
+                return Ok(());
+            }
             for (k, b) in &s.balances {
                 let role = s.registry.get(k).map_or("?", |r| r.0.name());
                 println!("{k} {role:<10} {b}");
@@ -187,6 +264,17 @@ fn run(cli: Cli) -> Result<()> {
             let (leaf, proof) = l.log().inclusion_proof(index)?;
             let cp = l.log().checkpoint();
             verify_inclusion(&leaf, index, cp.size, &proof, &cp.root)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "index": index,
+                    "leaf": hex(&leaf),
+                    "tree_size": cp.size,
+                    "root": hex(&cp.root),
+                    "proof": proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+                    "verified": true,
+                }));
+                return Ok(());
+            }
             println!("leaf {index} hash {}", hex(&leaf));
             println!("tree size {} root {}", cp.size, hex(&cp.root));
             for (i, h) in proof.iter().enumerate() {
@@ -199,6 +287,17 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|h| unhex::<32>(&h).map(PublicKey))
                 .transpose()?;
             let r = verify_dir(&dir, pinned.as_ref())?;
+            if json {
+                print_json(&serde_json::json!({
+                    "ok": true,
+                    "entries": r.entries,
+                    "signatures": r.signatures,
+                    "checkpoint_size": r.checkpoint_size,
+                    "settlements": r.settlements,
+                    "total_balance": r.total_balance,
+                }));
+                return Ok(());
+            }
             println!(
                 "OK: {} entries, {} strict signatures, checkpoint covers {}, {} settlements replayed, total balance {}",
                 r.entries, r.signatures, r.checkpoint_size, r.settlements, r.total_balance
@@ -206,6 +305,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo { dir, seed, rounds } => {
             let s = incentive_ledger::demo::run_demo(&dir, seed, rounds)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "rounds": s.rounds,
+                    "entries": s.entries,
+                    "slashes": s.slashes,
+                    "dir": dir.display().to_string(),
+                    "balances": s.balances.iter().map(|(k, b)| serde_json::json!({
+                        "key": k.to_string(), "balance": b,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
             println!(
                 "demo: {} rounds, {} entries, {} slashes in {}",
                 s.rounds,
