@@ -6,7 +6,7 @@
 use gguf_io::{GgufFile, dump};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gguf-dump [--json] FILE";
+const USAGE: &str = "usage: gguf-dump [--json] [--version] FILE";
 
 fn main() -> ExitCode {
     let mut json = false;
@@ -14,6 +14,10 @@ fn main() -> ExitCode {
     for arg in std::env::args_os().skip(1) {
         match arg.to_str() {
             Some("--json") => json = true,
+            Some("-V" | "--version") => {
+                println!("gguf-dump {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
