@@ -109,7 +109,7 @@ pub fn run(args: &CiArgs) -> Result<()> {
 /// shipped corpus, prepare the data, train a few steps, export and generate. It shares
 /// this workspace's target folder, so only our own crates are compiled again.
 fn clean_clone(root: &Path) -> Result<()> {
-    let scratch = target_dir().join("clean-clone");
+    let scratch = std::path::absolute(target_dir().join("clean-clone"))?;
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
             .with_context(|| format!("clearing {}", scratch.display()))?;

@@ -68,7 +68,7 @@ pub fn run() -> Result<()> {
         }
         let help = call("--help")?;
         let text = String::from_utf8_lossy(&help.stdout);
-        if !help.status.success() || !text.contains("Usage") {
+        if !help.status.success() || !text.to_ascii_lowercase().contains("usage") {
             problems.push(format!("{bin} ({package}): `--help` gave {}", help.status));
         }
         let unknown = call("--no-such-flag-anywhere")?;
