@@ -1,7 +1,8 @@
-//! `cargo xtask bench hpo`: our samplers against Optuna 5's TPESampler and RandomSampler on
-//! Branin, Hartmann6, Rosenbrock (d = 10), Levy (d = 6), Styblinski–Tang (d = 6) and a mixed
-//! categorical / integer / continuous function; 100 trials, 30 seeds, both sides in this run.
-//! Writes `$MAGNET_BENCH_OUT/hpo.json`.
+//! `cargo xtask bench hpo`: our samplers (TPE, GP, the default `auto`, random, QMC, CMA-ES)
+//! against Optuna 5's TPESampler, GPSampler and RandomSampler on the twelve functions of
+//! `autoresearch::functions` (smooth, ridged, multimodal, deceptive, ill-conditioned, mixed
+//! integer / categorical); 100 trials, 30 seeds, both sides in this run. Writes
+//! `$MAGNET_BENCH_OUT/hpo.json`.
 //!
 //! Our TPE runs twice: `ours_tpe` is `TpeSampler::default()` (Optuna's model plus the
 //! acquisition refinement) and `ours_tpe_optuna_defaults` is `TpeSampler::optuna()` (exactly
@@ -20,8 +21,8 @@ use std::time::Instant;
 use autoresearch::functions::TestFunction;
 use autoresearch::math::{mann_whitney_p, quantile};
 use autoresearch::{
-    CmaEsSampler, OptimizeOptions, QmcSampler, RandomSampler, Sampler, Study, TpeSampler,
-    TrialError, TrialHandle,
+    AutoSampler, CmaEsSampler, GpSampler, OptimizeOptions, QmcSampler, RandomSampler, Sampler,
+    Study, TpeSampler, TrialError, TrialHandle,
 };
 use serde_json::{Value, json};
 
@@ -69,6 +70,8 @@ fn make(name: &str, seed: u64) -> Box<dyn Sampler> {
         "tpe_independent" => Box::new(TpeSampler::independent()),
         "random" => Box::new(RandomSampler::new()),
         "qmc" => Box::new(QmcSampler::new(seed)),
+        "gp" => Box::new(GpSampler::default()),
+        "auto" => Box::new(AutoSampler::default()),
         _ => Box::new(CmaEsSampler::new()),
     }
 }
@@ -120,7 +123,41 @@ fn versus(ours: &[f64], theirs: &[f64]) -> (Option<f64>, usize) {
     (mann_whitney_p(ours, theirs), wins)
 }
 
+/// Optuna results given as files (`AUTORESEARCH_BENCH_OPTUNA_JSON=a.json,b.json`, outputs of
+/// `hpo_optuna.py` over consecutive seed ranges, merged in order) instead of running Python
+/// here: Optuna's GP takes 15-60 s per study, so on a shared machine its side can be run in
+/// chunks alongside ours (docs/autoresearch.md says what was run how).
+fn optuna_from_files(files: &str) -> Value {
+    let mut merged = serde_json::Map::new();
+    let mut version = Value::Null;
+    for f in files.split(',') {
+        let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("reading {f}: {e}"));
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        version = v["optuna_version"].clone();
+        for (func, samplers) in v["results"].as_object().into_iter().flatten() {
+            let fm = merged
+                .entry(func.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("object");
+            for (sname, r) in samplers.as_object().into_iter().flatten() {
+                let e = fm
+                    .entry(sname.clone())
+                    .or_insert_with(|| json!({"best": [], "overhead_s": []}));
+                for key in ["best", "overhead_s"] {
+                    let extra = r[key].as_array().cloned().unwrap_or_default();
+                    e[key].as_array_mut().expect("array").extend(extra);
+                }
+            }
+        }
+    }
+    json!({"optuna_version": version, "results": merged})
+}
+
 fn optuna(fs: &[TestFunction], seeds: u64, extras: bool) -> Option<Value> {
+    if let Ok(files) = std::env::var("AUTORESEARCH_BENCH_OPTUNA_JSON") {
+        return Some(optuna_from_files(&files));
+    }
     let Ok(py) = std::env::var("MAGNET_PYTHON") else {
         eprintln!("MAGNET_PYTHON unset: Optuna side skipped");
         return None;
@@ -134,6 +171,7 @@ fn optuna(fs: &[TestFunction], seeds: u64, extras: bool) -> Option<Value> {
             TRIALS.to_string(),
             fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
             u8::from(extras).to_string(),
+            "tpe,random,gp".to_string(),
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -151,6 +189,8 @@ fn main() {
         "random",
         "qmc",
         "cmaes",
+        "gp",
+        "auto",
     ];
     // function -> sampler -> (best per seed, overhead per seed)
     type Runs<'a> = BTreeMap<&'a str, (Vec<f64>, Vec<f64>)>;
@@ -198,6 +238,10 @@ fn main() {
             "ours_random_median": med(&o["random"].0),
             "ours_qmc_median": med(&o["qmc"].0),
             "ours_cmaes_median": med(&o["cmaes"].0),
+            "ours_gp_median": med(&o["gp"].0),
+            "ours_auto_median": med(&o["auto"].0),
+            "ours_gp_sampler_s_per_trial": med(&o["gp"].1) / TRIALS as f64,
+            "ours_auto_sampler_s_per_trial": med(&o["auto"].1) / TRIALS as f64,
             "ours_tpe_sampler_s_per_study": med(&o["tpe"].1),
             "ours_tpe_optuna_defaults_sampler_s_per_study": med(&o["tpe_optuna_defaults"].1),
         });
@@ -234,6 +278,38 @@ fn main() {
                 let (p, wins) = versus(ours_best, &tb);
                 m.insert(format!("{key}_vs_optuna_tpe_mannwhitney_p"), json!(p));
                 m.insert(format!("{key}_wins_vs_optuna_tpe"), json!(wins));
+            }
+            let (gb, gt) = (vals("gp", "best"), vals("gp", "overhead_s"));
+            if !gb.is_empty() {
+                // Seeds where both sides ran (the Optuna GP side may cover fewer seeds).
+                let n = gb.len().min(o["gp"].0.len());
+                let (ours_gp, ours_auto) = (&o["gp"].0[..n], &o["auto"].0[..n]);
+                let (opt_gp, opt_tpe) = (&gb[..n], &tb[..n.min(tb.len())]);
+                m.insert("optuna_gp_seeds".into(), json!(n));
+                m.insert("optuna_gp_median".into(), json!(med(opt_gp)));
+                m.insert("ours_gp_median_same_seeds".into(), json!(med(ours_gp)));
+                m.insert("ours_auto_median_same_seeds".into(), json!(med(ours_auto)));
+                m.insert("optuna_tpe_median_same_seeds".into(), json!(med(opt_tpe)));
+                m.insert(
+                    "optuna_gp_sampler_s_per_trial".into(),
+                    json!(med(&gt) / TRIALS as f64),
+                );
+                m.insert(
+                    "gp_sampler_time_ratio".into(),
+                    json!(med(&gt) / med(&o["gp"].1)),
+                );
+                let (p, wins) = versus(ours_gp, opt_gp);
+                m.insert("ours_gp_vs_optuna_gp_mannwhitney_p".into(), json!(p));
+                m.insert("ours_gp_wins_vs_optuna_gp".into(), json!(wins));
+                for (key, theirs) in [("optuna_gp", opt_gp), ("optuna_tpe", opt_tpe)] {
+                    let (p, wins) = versus(ours_auto, theirs);
+                    m.insert(format!("ours_auto_vs_{key}_mannwhitney_p"), json!(p));
+                    m.insert(format!("ours_auto_wins_vs_{key}"), json!(wins));
+                }
+                d.insert(
+                    "optuna_gp".into(),
+                    json!({"best": stats(&gb), "overhead_s_per_study": stats(&gt), "per_seed_best": gb}),
+                );
             }
             d.insert(
                 "optuna_tpe".into(),

@@ -3,7 +3,8 @@ benches/hpo.rs. Prints one JSON object: {function: {sampler: {"best": [...], "ov
 overhead_s = study wall time minus time spent evaluating the function (sampler + framework).
 The suggest_* calls are outside the timed part: Optuna computes relative (multivariate TPE)
 samples lazily at the first suggest, so timing the whole objective would hide the sampler.
-Arguments: seeds trials [functions (comma list)] [extras: 0 skips the explicit TPE models]."""
+Arguments: seeds trials [functions (comma list)] [extras: 0 skips the explicit TPE models]
+[samplers (comma list of tpe, random, gp; default all three)] [first seed (default 0)]."""
 import json
 import math
 import sys
@@ -58,6 +59,46 @@ def mixed(trial):
     return sum((v - shift) ** 2 for v in x) + 0.5 * (k - 7) ** 2 + offset
 
 
+A3 = [[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]]
+P3 = [[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]]
+
+
+def hartmann3(x):
+    return -sum(ALPHA[i] * math.exp(-sum(A3[i][j] * (x[j] - P3[i][j] * 1e-4) ** 2 for j in range(3))) for i in range(4))
+
+
+def michalewicz(x):
+    return -sum(math.sin(v) * math.sin((i + 1) * v * v / math.pi) ** 20 for i, v in enumerate(x))
+
+
+def ackley(x):
+    d = len(x)
+    s1 = sum(v * v for v in x) / d
+    s2 = sum(math.cos(2 * math.pi * v) for v in x) / d
+    return -20 * math.exp(-0.2 * math.sqrt(s1)) - math.exp(s2) + 20 + math.e
+
+
+def schwefel(x):
+    return 418.9829 * len(x) - sum(v * math.sin(math.sqrt(abs(v))) for v in x)
+
+
+def ellipsoid(x):
+    d = len(x)
+    return sum(10 ** (6 * i / (d - 1)) * (v - 1) ** 2 for i, v in enumerate(x))
+
+
+def hpo_like(trial):
+    lr = trial.suggest_float("lr", 1e-5, 1.0, log=True)
+    width = trial.suggest_int("width", 8, 1024, log=True)
+    layers = trial.suggest_int("layers", 1, 8)
+    dropout = trial.suggest_float("dropout", 0.0, 0.5, step=0.05)
+    opt = trial.suggest_categorical("optimizer", ["sgd", "adam", "adamw"])
+    lr_star, pen = {"sgd": (-1.5, 0.3), "adam": (-3.0, 0.0)}.get(opt, (-3.3, 0.1))
+    a = math.log10(lr) - lr_star
+    b = math.log2(width) - 8
+    return a * a + 0.25 * b * b + 0.2 * a * b + 0.1 * (layers - 3) ** 2 + 2 * (dropout - 0.15) ** 2 + pen
+
+
 FUNCS = {
     "branin": lambda t: branin(t.suggest_float("x0", -5.0, 10.0), t.suggest_float("x1", 0.0, 15.0)),
     "hartmann6": lambda t: hartmann6(box(t, 6, 0.0, 1.0)),
@@ -65,6 +106,12 @@ FUNCS = {
     "levy6": lambda t: levy(box(t, 6, -10.0, 10.0)),
     "styblinski_tang6": lambda t: styblinski_tang(box(t, 6, -5.0, 5.0)),
     "mixed": mixed,
+    "hartmann3": lambda t: hartmann3(box(t, 3, 0.0, 1.0)),
+    "michalewicz5": lambda t: michalewicz(box(t, 5, 0.0, math.pi)),
+    "ackley5": lambda t: ackley(box(t, 5, -32.768, 32.768)),
+    "schwefel4": lambda t: schwefel(box(t, 4, -500.0, 500.0)),
+    "ellipsoid6": lambda t: ellipsoid(box(t, 6, -5.0, 5.0)),
+    "hpo_like": hpo_like,
 }
 
 
@@ -79,11 +126,11 @@ class Recorder:
         self.params[name] = v
         return v
 
-    def suggest_float(self, name, lo, hi):
-        return self._rec(name, self.trial.suggest_float(name, lo, hi))
+    def suggest_float(self, name, lo, hi, **kw):
+        return self._rec(name, self.trial.suggest_float(name, lo, hi, **kw))
 
-    def suggest_int(self, name, lo, hi):
-        return self._rec(name, self.trial.suggest_int(name, lo, hi))
+    def suggest_int(self, name, lo, hi, **kw):
+        return self._rec(name, self.trial.suggest_int(name, lo, hi, **kw))
 
     def suggest_categorical(self, name, choices):
         return self._rec(name, self.trial.suggest_categorical(name, choices))
@@ -95,7 +142,7 @@ class Replay:
     def __init__(self, params):
         self.params = params
 
-    def suggest_float(self, name, *_):
+    def suggest_float(self, name, *_, **__):
         return self.params[name]
 
     suggest_int = suggest_float
@@ -107,13 +154,17 @@ def main():
     trials = int(sys.argv[2])
     only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else None
     extras = len(sys.argv) <= 4 or sys.argv[4] != "0"
+    wanted = sys.argv[5].split(",") if len(sys.argv) > 5 and sys.argv[5] else ["tpe", "random", "gp"]
+    first_seed = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     out = {}
     for name, f in FUNCS.items():
         if only is not None and name not in only:
             continue
         out[name] = {}
-        samplers = [("tpe", lambda s: optuna.samplers.TPESampler(seed=s)),
-                    ("random", lambda s: optuna.samplers.RandomSampler(seed=s))]
+        makers = {"tpe": lambda s: optuna.samplers.TPESampler(seed=s),
+                  "random": lambda s: optuna.samplers.RandomSampler(seed=s),
+                  "gp": lambda s: optuna.samplers.GPSampler(seed=s)}
+        samplers = [(k, makers[k]) for k in wanted]
         if name == "hartmann6" and extras:
             # The target function also gets both TPE models spelled out: in 5.0.0 the
             # default is multivariate=True, so "tpe_multivariate" checks that like-for-like.
@@ -123,7 +174,7 @@ def main():
                           lambda s: optuna.samplers.TPESampler(seed=s, multivariate=False))]
         for sname, make in samplers:
             best, overhead = [], []
-            for seed in range(seeds):
+            for seed in range(first_seed, first_seed + seeds):
                 spent = [0.0]
 
                 def obj(t, f=f, spent=spent):
@@ -141,7 +192,10 @@ def main():
                 best.append(study.best_value)
                 overhead.append(wall - spent[0])
             out[name][sname] = {"best": best, "overhead_s": overhead}
-            print(f"optuna {name} {sname} done", file=sys.stderr, flush=True)
+            # One JSON line per finished (function, sampler), so a long run that is cut short
+            # still leaves its completed parts.
+            print(f"optuna {name} {sname} done " + json.dumps(out[name][sname]),
+                  file=sys.stderr, flush=True)
     print(json.dumps({"optuna_version": optuna.__version__, "results": out}))
 
 

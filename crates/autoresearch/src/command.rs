@@ -35,6 +35,9 @@ pub struct CommandObjective {
     pub metric: MetricSource,
     /// JSON key of intermediate values (with a `step` key); defaults to the metric key.
     pub intermediate_key: Option<String>,
+    /// Further JSON keys read like a `JsonKey` metric, one objective value each after the
+    /// first (multi-objective studies).
+    pub extra_keys: Vec<String>,
     /// Directory holding `trials/<n>/{params.json,stdout.log,stderr.log}`.
     pub dir: PathBuf,
 }
@@ -111,7 +114,7 @@ impl CommandObjective {
         }
     }
 
-    fn run(&self, t: &TrialHandle) -> Result<std::result::Result<f64, TrialError>> {
+    fn run(&self, t: &TrialHandle) -> Result<std::result::Result<Vec<f64>, TrialError>> {
         let cmd_name = self.argv.first().cloned().unwrap_or_default();
         let err = |msg: String| Error::Command {
             cmd: cmd_name.clone(),
@@ -163,6 +166,7 @@ impl CommandObjective {
         let (final_metric, last_obj) = std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut final_metric: Option<f64> = None;
+                let mut extras: Vec<Option<f64>> = vec![None; self.extra_keys.len()];
                 let mut last_obj: Option<serde_json::Map<String, serde_json::Value>> = None;
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
@@ -186,6 +190,11 @@ impl CommandObjective {
                         {
                             final_metric = Some(v);
                         }
+                        for (slot, k) in extras.iter_mut().zip(&self.extra_keys) {
+                            if let Some(v) = obj.get(k).and_then(serde_json::Value::as_f64) {
+                                *slot = Some(v);
+                            }
+                        }
                         last_obj = Some(obj);
                     } else if let MetricSource::Regex(re) = &metric
                         && let Some(c) = re.captures(trimmed)
@@ -194,7 +203,7 @@ impl CommandObjective {
                         final_metric = Some(v);
                     }
                 }
-                (final_metric, last_obj)
+                ((final_metric, extras), last_obj)
             });
             let mut peak: f64 = 0.0;
             let status = loop {
@@ -214,13 +223,13 @@ impl CommandObjective {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             };
-            let (m, o) = reader.join().unwrap_or((None, None));
+            let (m, o) = reader.join().unwrap_or(((None, Vec::new()), None));
             if peak > 0.0 {
                 let _ = t.set_user_attr("memory_gb", serde_json::json!(peak));
             }
             ((m, status), o)
         });
-        let (metric_v, status) = final_metric;
+        let ((metric_v, extras), status) = final_metric;
         if let Some(obj) = &last_obj {
             for k in ["memory_gb", "description"] {
                 if let Some(v) = obj.get(k) {
@@ -246,15 +255,30 @@ impl CommandObjective {
                 .unwrap_or_default();
             return Ok(Err(TrialError::Failed(format!("{status}: {tail}"))));
         }
-        Ok(metric_v
-            .ok_or_else(|| TrialError::Failed("no metric in the output (see stdout.log)".into())))
+        let Some(first) = metric_v else {
+            return Ok(Err(TrialError::Failed(
+                "no metric in the output (see stdout.log)".into(),
+            )));
+        };
+        let mut values = vec![first];
+        for (v, k) in extras.into_iter().zip(&self.extra_keys) {
+            match v {
+                Some(v) => values.push(v),
+                None => {
+                    return Ok(Err(TrialError::Failed(format!(
+                        "no metric `{k}` in the output (see stdout.log)"
+                    ))));
+                }
+            }
+        }
+        Ok(Ok(values))
     }
 }
 
 impl Objective for CommandObjective {
     fn evaluate(&self, trial: &TrialHandle) -> std::result::Result<Vec<f64>, TrialError> {
         match self.run(trial) {
-            Ok(r) => r.map(|v| vec![v]),
+            Ok(r) => r,
             Err(e) => Err(TrialError::Failed(e.to_string())),
         }
     }

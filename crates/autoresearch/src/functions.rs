@@ -17,18 +17,47 @@ pub enum TestFunction {
     StyblinskiTang6,
     /// Mixed: 3 floats, one integer and one categorical with shifted optima, f* = 0.
     Mixed,
+    /// Hartmann 3-d on `[0,1]^3` (smooth), f* = −3.86278.
+    Hartmann3,
+    /// Michalewicz, d = 5 on `[0,π]^5` (steep ridges, m = 10), f* ≈ −4.687658.
+    Michalewicz5,
+    /// Ackley, d = 5 on `[−32.768, 32.768]^5` (multimodal), f* = 0.
+    Ackley5,
+    /// Schwefel, d = 4 on `[−500, 500]^4` (deceptive: the optimum is far from the next best
+    /// basins), f* ≈ 0.
+    Schwefel4,
+    /// Shifted axis-aligned ellipsoid, d = 6 on `[−5,5]^6`, condition number 10⁶
+    /// (ill-conditioned, smooth), f* = 0.
+    Ellipsoid6,
+    /// A training-run-like landscape: log-scaled learning rate and width, integer depth,
+    /// stepped dropout and a categorical optimiser that moves the best learning rate, f* = 0.
+    HpoLike,
 }
 
 impl TestFunction {
     /// All functions of the benchmark.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 12] = [
         Self::Branin,
         Self::Hartmann6,
         Self::Rosenbrock10,
         Self::Levy6,
         Self::StyblinskiTang6,
         Self::Mixed,
+        Self::Hartmann3,
+        Self::Michalewicz5,
+        Self::Ackley5,
+        Self::Schwefel4,
+        Self::Ellipsoid6,
+        Self::HpoLike,
     ];
+
+    /// Whether the function is smooth and continuous (where a GP should excel).
+    pub fn is_smooth(self) -> bool {
+        matches!(
+            self,
+            Self::Branin | Self::Hartmann6 | Self::Hartmann3 | Self::Ellipsoid6
+        )
+    }
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
@@ -39,6 +68,12 @@ impl TestFunction {
             Self::Levy6 => "levy6",
             Self::StyblinskiTang6 => "styblinski_tang6",
             Self::Mixed => "mixed",
+            Self::Hartmann3 => "hartmann3",
+            Self::Michalewicz5 => "michalewicz5",
+            Self::Ackley5 => "ackley5",
+            Self::Schwefel4 => "schwefel4",
+            Self::Ellipsoid6 => "ellipsoid6",
+            Self::HpoLike => "hpo_like",
         }
     }
 
@@ -47,8 +82,16 @@ impl TestFunction {
         match self {
             Self::Branin => 0.397_887,
             Self::Hartmann6 => -3.322_37,
-            Self::Rosenbrock10 | Self::Levy6 | Self::Mixed => 0.0,
+            Self::Rosenbrock10
+            | Self::Levy6
+            | Self::Mixed
+            | Self::Ackley5
+            | Self::Ellipsoid6
+            | Self::HpoLike => 0.0,
             Self::StyblinskiTang6 => -39.166_17 * 6.0,
+            Self::Hartmann3 => -3.862_78,
+            Self::Michalewicz5 => -4.687_658,
+            Self::Schwefel4 => 418.9829 * 4.0 - 4.0 * 420.968_7 * 420.968_7_f64.sqrt().sin(),
         }
     }
 
@@ -66,7 +109,7 @@ impl TestFunction {
             Self::Hartmann6 => box_space(6, 0.0, 1.0),
             Self::Rosenbrock10 => box_space(10, -5.0, 10.0),
             Self::Levy6 => box_space(6, -10.0, 10.0),
-            Self::StyblinskiTang6 => box_space(6, -5.0, 5.0),
+            Self::StyblinskiTang6 | Self::Ellipsoid6 => box_space(6, -5.0, 5.0),
             Self::Mixed => box_space(3, -5.0, 5.0)
                 .int("k", 0, 10, 1, false)
                 .categorical(
@@ -77,6 +120,34 @@ impl TestFunction {
                         ParamValue::Str("c".into()),
                     ],
                 ),
+            Self::Hartmann3 => box_space(3, 0.0, 1.0),
+            Self::Michalewicz5 => box_space(5, 0.0, std::f64::consts::PI),
+            Self::Ackley5 => box_space(5, -32.768, 32.768),
+            Self::Schwefel4 => box_space(4, -500.0, 500.0),
+            Self::HpoLike => {
+                let mut s = SearchSpace::new()
+                    .float("lr", 1e-5, 1.0, true)
+                    .int("width", 8, 1024, 1, true)
+                    .int("layers", 1, 8, 1, false);
+                s.params.push(crate::space::Param {
+                    name: "dropout".into(),
+                    dist: crate::space::Distribution::Float {
+                        low: 0.0,
+                        high: 0.5,
+                        log: false,
+                        step: Some(0.05),
+                    },
+                    default: None,
+                    condition: None,
+                });
+                s.categorical(
+                    "optimizer",
+                    ["sgd", "adam", "adamw"]
+                        .into_iter()
+                        .map(|c| ParamValue::Str(c.into()))
+                        .collect(),
+                )
+            }
         }
     }
 
@@ -101,6 +172,27 @@ impl TestFunction {
                 x.iter().map(|v| (v - shift).powi(2)).sum::<f64>()
                     + 0.5 * (k - 7.0).powi(2)
                     + offset
+            }
+            Self::Hartmann3 => hartmann3(&x),
+            Self::Michalewicz5 => michalewicz(&x),
+            Self::Ackley5 => ackley(&x),
+            Self::Schwefel4 => schwefel(&x),
+            Self::Ellipsoid6 => ellipsoid(&x),
+            Self::HpoLike => {
+                let num = |k: &str| p.get(k).and_then(ParamValue::as_f64).unwrap_or(0.0);
+                let (lr_star, pen) = match p.get("optimizer") {
+                    Some(ParamValue::Str(s)) if s == "sgd" => (-1.5, 0.3),
+                    Some(ParamValue::Str(s)) if s == "adam" => (-3.0, 0.0),
+                    _ => (-3.3, 0.1),
+                };
+                let a = num("lr").log10() - lr_star;
+                let b = num("width").log2() - 8.0;
+                a * a
+                    + 0.25 * b * b
+                    + 0.2 * a * b
+                    + 0.1 * (num("layers") - 3.0).powi(2)
+                    + 2.0 * (num("dropout") - 0.15).powi(2)
+                    + pen
             }
         }
     }
@@ -159,6 +251,63 @@ pub fn levy(x: &[f64]) -> f64 {
     s + (w[d - 1] - 1.0).powi(2) * (1.0 + (2.0 * PI * w[d - 1]).sin().powi(2))
 }
 
+/// Hartmann 3-d.
+pub fn hartmann3(x: &[f64]) -> f64 {
+    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
+    const A: [[f64; 3]; 4] = [
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+    ];
+    const P: [[f64; 3]; 4] = [
+        [3689.0, 1170.0, 2673.0],
+        [4699.0, 4387.0, 7470.0],
+        [1091.0, 8732.0, 5547.0],
+        [381.0, 5743.0, 8828.0],
+    ];
+    -(0..4)
+        .map(|i| {
+            let s: f64 = (0..3)
+                .map(|j| A[i][j] * (x[j] - P[i][j] * 1e-4).powi(2))
+                .sum();
+            ALPHA[i] * (-s).exp()
+        })
+        .sum::<f64>()
+}
+
+/// Michalewicz with m = 10.
+pub fn michalewicz(x: &[f64]) -> f64 {
+    use std::f64::consts::PI;
+    -x.iter()
+        .enumerate()
+        .map(|(i, v)| v.sin() * ((i as f64 + 1.0) * v * v / PI).sin().powi(20))
+        .sum::<f64>()
+}
+
+/// Ackley (a = 20, b = 0.2, c = 2π).
+pub fn ackley(x: &[f64]) -> f64 {
+    use std::f64::consts::{E, PI};
+    let d = x.len() as f64;
+    let s1 = x.iter().map(|v| v * v).sum::<f64>() / d;
+    let s2 = x.iter().map(|v| (2.0 * PI * v).cos()).sum::<f64>() / d;
+    -20.0 * (-0.2 * s1.sqrt()).exp() - s2.exp() + 20.0 + E
+}
+
+/// Schwefel.
+pub fn schwefel(x: &[f64]) -> f64 {
+    418.9829 * x.len() as f64 - x.iter().map(|v| v * v.abs().sqrt().sin()).sum::<f64>()
+}
+
+/// Ellipsoid `Σ 10^{6 i / (d − 1)} (x_i − 1)²`.
+pub fn ellipsoid(x: &[f64]) -> f64 {
+    let d = x.len();
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| 10f64.powf(6.0 * i as f64 / (d as f64 - 1.0)) * (v - 1.0).powi(2))
+        .sum()
+}
+
 /// Styblinski–Tang.
 pub fn styblinski_tang(x: &[f64]) -> f64 {
     0.5 * x
@@ -186,5 +335,24 @@ mod tests {
         p.insert("k".into(), ParamValue::Int(7));
         p.insert("c".into(), ParamValue::Str("b".into()));
         assert_eq!(TestFunction::Mixed.eval(&p), 0.0);
+        assert!((hartmann3(&[0.114_614, 0.555_649, 0.852_547]) + 3.862_78).abs() < 1e-4);
+        assert!(ackley(&[0.0; 5]).abs() < 1e-12);
+        assert!(schwefel(&[420.968_7; 4]).abs() < 1e-3);
+        assert_eq!(ellipsoid(&[1.0; 6]), 0.0);
+        let m = michalewicz(&[
+            2.202_906,
+            std::f64::consts::FRAC_PI_2,
+            1.284_992,
+            1.923_058,
+            1.720_470,
+        ]);
+        assert!((m + 4.687_658).abs() < 1e-3, "{m}");
+        let mut q = Params::new();
+        q.insert("lr".into(), ParamValue::Float(1e-3));
+        q.insert("width".into(), ParamValue::Int(256));
+        q.insert("layers".into(), ParamValue::Int(3));
+        q.insert("dropout".into(), ParamValue::Float(0.15));
+        q.insert("optimizer".into(), ParamValue::Str("adam".into()));
+        assert!(TestFunction::HpoLike.eval(&q).abs() < 1e-12);
     }
 }

@@ -41,7 +41,8 @@ pub mod trial;
 pub use error::{Error, Result};
 pub use pruner::{HyperbandPruner, MedianPruner, NopPruner, Pruner, SuccessiveHalvingPruner};
 pub use sampler::{
-    CmaEsSampler, GridSampler, Phase, PhasedSampler, QmcSampler, RandomSampler, Sampler, TpeSampler,
+    AutoSampler, CmaEsSampler, GpSampler, GridSampler, Phase, PhasedSampler, QmcSampler,
+    RandomSampler, Sampler, TpeSampler,
 };
 pub use space::{Distribution, ParamValue, Params, SearchSpace};
 #[cfg(feature = "postgres")]

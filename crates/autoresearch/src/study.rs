@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::pruner::{NopPruner, Pruner};
-use crate::sampler::{SampleContext, Sampler, TpeSampler, best_trial, trial_rng};
+use crate::sampler::{AutoSampler, SampleContext, Sampler, best_trial, trial_rng};
 use crate::space::{ParamValue, Params, SearchSpace};
 use crate::storage::{InMemoryStorage, Storage, StudyMeta};
 use crate::trial::{Direction, Trial, TrialError, TrialState, dominates};
@@ -232,7 +232,7 @@ impl StudyBuilder {
         self.directions = d;
         self
     }
-    /// Sampler (default: TPE with Optuna 5 defaults).
+    /// Sampler (default: [`AutoSampler`], GP or TPE on the study's evidence).
     pub fn sampler(mut self, s: impl Sampler + 'static) -> Self {
         self.sampler = Some(Box::new(s));
         self
@@ -285,7 +285,7 @@ impl StudyBuilder {
             meta: stored,
             sampler: Arc::new(Mutex::new(
                 self.sampler
-                    .unwrap_or_else(|| Box::new(TpeSampler::default())),
+                    .unwrap_or_else(|| Box::new(AutoSampler::default())),
             )),
             pruner: self.pruner,
             storage: self.storage,
@@ -347,6 +347,7 @@ impl Study {
         let dirs = &self.meta.directions;
         let seed = self.seed;
         let sampler = &self.sampler;
+        let mut decision = None;
         let trial = self
             .storage
             .create_trial(&self.worker, &mut |number, trials| {
@@ -363,8 +364,13 @@ impl Study {
                     rng: &mut rng,
                     rng_of: &rng_of,
                 };
-                Ok(space.activate(s.sample(&mut ctx)?))
+                let proposal = space.activate(s.sample(&mut ctx)?);
+                decision = s.last_decision();
+                Ok(proposal)
             })?;
+        if let Some(d) = decision {
+            self.storage.set_user_attr(trial.number, "sampler", &d)?;
+        }
         Ok(TrialHandle {
             number: trial.number,
             params: trial.params,

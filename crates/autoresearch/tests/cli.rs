@@ -225,3 +225,115 @@ fn regex_metric_pruning_and_timeouts() {
     ]);
     assert!(!ok && err.contains("bad.toml"), "{err}");
 }
+
+/// Optuna's CLI verbs: `ask` creates the study from a space and prints the trial as JSON,
+/// `tell` finishes it (refusing a wrong number of values and a second tell), `enqueue` queues
+/// fixed parameters that the next `ask` returns, `status` / `best` / `studies` print JSON or
+/// a table, `delete-study` removes it; `--version` works.
+#[test]
+fn ask_tell_enqueue_studies_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = write_space(dir.path());
+    let study = dir.path().join("st");
+    let st = study.to_str().unwrap();
+    let (ok, out, _) = ar(&["--version"]);
+    assert!(ok && out.starts_with("autoresearch "), "{out}");
+    let (ok, out, err) = ar(&["ask", "--study", st, "--space", space.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let asked: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(asked["number"], 0);
+    let x = asked["params"]["x"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&x));
+    let (ok, _, err) = ar(&[
+        "tell",
+        "--study",
+        st,
+        "--trial-number",
+        "0",
+        "--values",
+        "1",
+        "2",
+    ]);
+    assert!(!ok && err.contains("1 objective"), "{err}");
+    let (ok, _, err) = ar(&[
+        "tell",
+        "--study",
+        st,
+        "--trial-number",
+        "0",
+        "--values",
+        "-0.5",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ar(&[
+        "tell",
+        "--study",
+        st,
+        "--trial-number",
+        "0",
+        "--values",
+        "1",
+    ]);
+    assert!(!ok && err.contains("already complete"), "{err}");
+    let (ok, _, _) = ar(&[
+        "tell",
+        "--study",
+        st,
+        "--trial-number",
+        "0",
+        "--values",
+        "1",
+        "--skip-if-finished",
+    ]);
+    assert!(ok);
+    let (ok, _, err) = ar(&[
+        "enqueue",
+        "--study",
+        st,
+        "--params",
+        r#"{"x": 0.25, "k": 3}"#,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ar(&["enqueue", "--study", st, "--params", r#"{"x": 7.0}"#]);
+    assert!(!ok && err.contains("outside"), "{err}");
+    let (ok, out, _) = ar(&["ask", "--study", st]);
+    assert!(ok);
+    let asked: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(asked["params"]["x"], 0.25);
+    assert_eq!(asked["params"]["k"], 3);
+    let n = asked["number"].as_u64().unwrap().to_string();
+    let (ok, _, _) = ar(&[
+        "tell",
+        "--study",
+        st,
+        "--trial-number",
+        &n,
+        "--state",
+        "fail",
+    ]);
+    assert!(ok);
+    let (ok, out, _) = ar(&["status", "--study", st, "--format", "json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["n_trials"], 2);
+    assert_eq!(status["states"]["complete"], 1);
+    assert_eq!(status["states"]["failed"], 1);
+    assert_eq!(status["best"][0]["values"][0], -0.5);
+    let (ok, out, _) = ar(&["best", "--study", st, "--format", "table"]);
+    assert!(
+        ok && out.lines().next().unwrap().starts_with("number"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Some(") && !out.contains("Float("),
+        "Debug text in {out}"
+    );
+    let (ok, out, _) = ar(&["studies", "--study", st, "--format", "json"]);
+    assert!(ok);
+    let studies: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(studies[0]["n_trials"], 2);
+    let (ok, _, _) = ar(&["delete-study", "--study", st]);
+    assert!(ok);
+    let (ok, _, err) = ar(&["status", "--study", st]);
+    assert!(!ok && err.contains("no study"), "{err}");
+}

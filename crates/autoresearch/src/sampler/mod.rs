@@ -4,10 +4,16 @@
 //! included, which is what constant liar needs) and an RNG derived from the study seed and the
 //! trial number, so a sequential study with a fixed seed is reproducible.
 
+mod auto;
 mod cmaes;
+mod gp;
 mod tpe;
 
+pub use auto::AutoSampler;
 pub use cmaes::CmaEsSampler;
+pub use gp::{
+    Gp, GpSampler, Kernel, Model as GpModel, Startup, fit as fit_gp, lbfgsb, log_ei, log_h,
+};
 pub use tpe::{Refinement, TpeSampler};
 
 use rand::rngs::StdRng;
@@ -41,6 +47,11 @@ pub trait Sampler: Send {
     fn sample(&mut self, ctx: &mut SampleContext<'_>) -> Result<Params>;
     /// A short name for reports.
     fn name(&self) -> String;
+    /// What the last `sample` call decided, for samplers that choose between strategies;
+    /// the study stores it as the trial's user attribute `sampler`.
+    fn last_decision(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Mixes the study seed and the trial number into an independent RNG (splitmix64).

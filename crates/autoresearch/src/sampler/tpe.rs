@@ -640,6 +640,34 @@ impl TpeSampler {
     }
 }
 
+impl TpeSampler {
+    /// Keeps the values in `fixed` and samples every other active parameter one by one with
+    /// the univariate model (how the multivariate TPE treats conditional parameters); random
+    /// before `n_startup_trials` finished trials. Used by samplers that model only the
+    /// unconditional parameters themselves.
+    pub(crate) fn sample_rest(&self, ctx: &mut SampleContext<'_>, fixed: &Params) -> Params {
+        let finished = ctx
+            .trials
+            .iter()
+            .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
+            .count();
+        let startup = finished < self.n_startup_trials;
+        let multi = ctx.directions.len() > 1;
+        let (below, above) = split(ctx.trials, ctx.directions, self.constant_liar);
+        let rng = &mut *ctx.rng;
+        ctx.space.sample_with(|p, _| {
+            if let Some(v) = fixed.get(&p.name) {
+                return v.clone();
+            }
+            if startup {
+                return p.dist.from_unit(rng.random::<f64>());
+            }
+            let (x, _) = self.sample_group(&[p], &below, &above, multi, rng);
+            p.dist.from_internal(x[0])
+        })
+    }
+}
+
 impl Sampler for TpeSampler {
     fn sample(&mut self, ctx: &mut SampleContext<'_>) -> Result<Params> {
         let finished = ctx
