@@ -119,6 +119,12 @@ pub enum Rejection {
         /// Sketch overlap in parts per million.
         overlap_ppm: u64,
     },
+    /// A contribution arrived after the operator closed the round's commit phase.
+    #[error("round {round} is closed: no more contributions")]
+    RoundClosed {
+        /// Round.
+        round: u64,
+    },
     /// The bytes do not decode as a canonical message.
     #[error("malformed message: {0}")]
     Malformed(String),

@@ -10,7 +10,8 @@ use crate::identity::{
 use crate::log::Log;
 use crate::merkle::Hash;
 use crate::record::{
-    Body, Genesis, MAX_ENTRY, Message, Registration, Role, Settlement, SignedMessage,
+    Body, Close, Genesis, MAX_ENTRY, Message, Protocol, Registration, Role, Settlement,
+    SignedMessage,
 };
 use crate::state::State;
 
@@ -280,6 +281,21 @@ impl Ledger {
     pub fn register(&mut self, key: PublicKey, role: Role, stake: u64) -> Result<u64> {
         let m = self.operator_message(Body::Registration(Registration { key, role, stake }))?;
         self.operator_submit(m)
+    }
+
+    /// Operator: records the networked round's protocol (once, in round 1, before any
+    /// contribution).
+    pub fn set_protocol(&mut self, protocol: Protocol) -> Result<u64> {
+        let m = self.operator_message(Body::Protocol(protocol))?;
+        self.operator_submit(m)
+    }
+
+    /// Operator: closes the open round's commit phase; returns the beacon size (the tree size
+    /// whose root seeds every held-out batch of the round).
+    pub fn close_round(&mut self) -> Result<u64> {
+        let committed = self.state.open_contributions().len() as u64;
+        let m = self.operator_message(Body::Close(Close { committed }))?;
+        Ok(self.operator_submit(m)? + 1)
     }
 
     /// Operator: records every slash the log implies for the open round; returns their indices.

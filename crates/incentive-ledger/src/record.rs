@@ -120,6 +120,12 @@ pub enum Verdict {
     NonFinite,
     /// The artifact was missing, malformed or did not match its hash.
     Invalid,
+    /// The validator's copy check, recomputed from the decoded artifacts, found the update
+    /// to copy the model update recorded by this earlier message: a contribution of this or
+    /// an earlier round, or a settlement (whose merged step was resubmitted).
+    Copied(Hash),
+    /// The update carries no work of its own (zero, or negligible against the round).
+    FreeRider,
 }
 
 /// A validator's signed measurement of one contribution.
@@ -146,8 +152,13 @@ pub enum SlashReason {
     Invalid,
     /// Validators holding the median stake found non-finite losses.
     NonFinite,
-    /// Too similar to the earlier contribution with this id in the same round.
+    /// Too similar to the earlier contribution with this id in the same round, or (by the
+    /// validators' consensus) a copy of the update recorded by this earlier message.
     Copied(Hash),
+    /// Validators holding the median stake found no work of its own in the update.
+    FreeRider,
+    /// The consensus score is below the protocol's poison tolerance (it raised held-out loss).
+    Poisoned,
 }
 
 impl std::fmt::Display for SlashReason {
@@ -156,6 +167,8 @@ impl std::fmt::Display for SlashReason {
             SlashReason::Invalid => f.write_str("invalid"),
             SlashReason::NonFinite => f.write_str("non-finite"),
             SlashReason::Copied(h) => write!(f, "copied from {}", hex(&h[..6])),
+            SlashReason::FreeRider => f.write_str("free rider"),
+            SlashReason::Poisoned => f.write_str("poisoned"),
         }
     }
 }
@@ -180,6 +193,34 @@ pub struct Settlement {
     pub next_base: Hash,
 }
 
+/// Operator-signed round protocol, at most once, in round 1 before any contribution. Its
+/// presence switches the ledger to the networked round (`magnet`): every round is closed by
+/// a [`Close`] before it is evaluated, held-out seeds come from the close (validators cannot
+/// choose a beacon), sketches never decide a copy (only validators' verdicts and identical
+/// artifacts do), a consensus score below `-poison_tolerance_ppm` is slashed as poisoned,
+/// and `participation_ppm` of each round's emission is split equally among the unslashed
+/// measured contributions (the rest by positive score).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocol {
+    /// Share of each round's emission split equally among eligible contributions (ppm).
+    pub participation_ppm: u32,
+    /// Consensus scores below minus this (ppm) are slashed as poisoned.
+    pub poison_tolerance_ppm: u32,
+    /// SHA-256 of the run's configuration document (protocol and training config; for a
+    /// searched config, the best trial).
+    pub config: Hash,
+    /// SHA-256 of the search journal that chose the training config (zeros: given, no search).
+    pub search: Hash,
+}
+
+/// Operator-signed end of a round's commit phase: no contribution is accepted after it, and
+/// the log root right after it (size = its index + 1) seeds every held-out batch of the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    /// Contributions committed in the round (must equal the ledger's count).
+    pub committed: u64,
+}
+
 /// The kind-specific part of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -195,6 +236,10 @@ pub enum Body {
     Slash(Slash),
     /// Round settlement.
     Settlement(Settlement),
+    /// Round protocol (networked rounds).
+    Protocol(Protocol),
+    /// End of a round's commit phase.
+    Close(Close),
 }
 
 impl Body {
@@ -207,6 +252,8 @@ impl Body {
             Body::Evaluation(_) => "magnet-ledger/v1/evaluation",
             Body::Slash(_) => "magnet-ledger/v1/slash",
             Body::Settlement(_) => "magnet-ledger/v1/settlement",
+            Body::Protocol(_) => "magnet-ledger/v1/protocol",
+            Body::Close(_) => "magnet-ledger/v1/close",
         }
     }
     /// Short kind name.
@@ -271,9 +318,13 @@ impl Message {
                         Verdict::Measured => 1,
                         Verdict::NonFinite => 2,
                         Verdict::Invalid => 3,
-                    })
-                    .u64(e.loss_before)
-                    .u64(e.loss_after);
+                        Verdict::Copied(_) => 4,
+                        Verdict::FreeRider => 5,
+                    });
+                if let Verdict::Copied(h) = e.verdict {
+                    w.fixed(&h);
+                }
+                w.u64(e.loss_before).u64(e.loss_after);
             }
             Body::Slash(s) => {
                 w.fixed(&s.contribution);
@@ -287,6 +338,12 @@ impl Message {
                     SlashReason::Copied(h) => {
                         w.u8(3).fixed(&h);
                     }
+                    SlashReason::FreeRider => {
+                        w.u8(4);
+                    }
+                    SlashReason::Poisoned => {
+                        w.u8(5);
+                    }
                 }
             }
             Body::Settlement(s) => {
@@ -295,6 +352,15 @@ impl Message {
                     w.fixed(&k.0).u64(*a);
                 }
                 w.fixed(&s.next_base);
+            }
+            Body::Protocol(p) => {
+                w.u32(p.participation_ppm)
+                    .u32(p.poison_tolerance_ppm)
+                    .fixed(&p.config)
+                    .fixed(&p.search);
+            }
+            Body::Close(c) => {
+                w.u64(c.committed);
             }
         }
         w.finish()
@@ -367,6 +433,8 @@ impl Message {
                     1 => Verdict::Measured,
                     2 => Verdict::NonFinite,
                     3 => Verdict::Invalid,
+                    4 => Verdict::Copied(r.array("earlier")?),
+                    5 => Verdict::FreeRider,
                     v => return Err(Error::decode(at, format!("unknown verdict {v}"))),
                 };
                 let loss_before = r.u64("loss_before")?;
@@ -390,6 +458,8 @@ impl Message {
                     1 => SlashReason::Invalid,
                     2 => SlashReason::NonFinite,
                     3 => SlashReason::Copied(r.array("earlier")?),
+                    4 => SlashReason::FreeRider,
+                    5 => SlashReason::Poisoned,
                     v => return Err(Error::decode(at, format!("unknown slash reason {v}"))),
                 };
                 Body::Slash(Slash {
@@ -419,6 +489,23 @@ impl Message {
                     next_base: r.array("next_base")?,
                 })
             }
+            "magnet-ledger/v1/protocol" => {
+                let at = r.offset();
+                let participation_ppm = r.u32("participation_ppm")?;
+                let poison_tolerance_ppm = r.u32("poison_tolerance_ppm")?;
+                if participation_ppm > 1_000_000 || poison_tolerance_ppm > 1_000_000 {
+                    return Err(Error::decode(at, "protocol shares must be at most 1e6 ppm"));
+                }
+                Body::Protocol(Protocol {
+                    participation_ppm,
+                    poison_tolerance_ppm,
+                    config: r.array("config")?,
+                    search: r.array("search")?,
+                })
+            }
+            "magnet-ledger/v1/close" => Body::Close(Close {
+                committed: r.u64("committed")?,
+            }),
             other => {
                 return Err(Error::decode(
                     tag_at,
@@ -574,14 +661,42 @@ pub(crate) mod tests {
                     loss_before: lb,
                     loss_after: la
                 })),
-            (arb_hash(), arb_hash(), 0u8..3).prop_map(|(c, e, r)| Body::Slash(Slash {
+            (arb_hash(), arb_hash(), 0u8..5).prop_map(|(c, e, r)| Body::Slash(Slash {
                 contribution: c,
                 reason: match r {
                     0 => SlashReason::Invalid,
                     1 => SlashReason::NonFinite,
+                    2 => SlashReason::FreeRider,
+                    3 => SlashReason::Poisoned,
                     _ => SlashReason::Copied(e),
                 }
             })),
+            (0u32..=1_000_000, 0u32..=1_000_000, arb_hash(), arb_hash()).prop_map(
+                |(p, t, c, s)| Body::Protocol(Protocol {
+                    participation_ppm: p,
+                    poison_tolerance_ppm: t,
+                    config: c,
+                    search: s,
+                })
+            ),
+            any::<u64>().prop_map(|c| Body::Close(Close { committed: c })),
+            (arb_hash(), arb_hash(), any::<u64>(), arb_hash(), 0u8..4).prop_map(
+                |(c, e, b, s, v)| {
+                    Body::Evaluation(Evaluation {
+                        contribution: c,
+                        beacon_size: b,
+                        heldout_seed: s,
+                        verdict: [
+                            Verdict::NonFinite,
+                            Verdict::Invalid,
+                            Verdict::Copied(e),
+                            Verdict::FreeRider,
+                        ][v as usize],
+                        loss_before: 0,
+                        loss_after: 0,
+                    })
+                }
+            ),
             (
                 any::<u64>(),
                 proptest::collection::btree_map(arb_hash(), 1u64.., 0..6),

@@ -23,6 +23,10 @@ pub enum EvalScore {
     Invalid,
     /// Losses were NaN or infinite.
     NonFinite,
+    /// A copy of the update recorded by this earlier message.
+    Copied(Hash),
+    /// No work of its own.
+    FreeRider,
     /// A score in parts per million (may be negative).
     Ppm(i64),
 }
@@ -43,6 +47,8 @@ impl Scorer for RelativeLossImprovement {
         match e.verdict {
             Verdict::Invalid => EvalScore::Invalid,
             Verdict::NonFinite => EvalScore::NonFinite,
+            Verdict::Copied(h) => EvalScore::Copied(h),
+            Verdict::FreeRider => EvalScore::FreeRider,
             Verdict::Measured if e.loss_before == 0 => EvalScore::Invalid,
             Verdict::Measured => {
                 let lb = i128::from(e.loss_before);
@@ -140,6 +146,35 @@ pub fn emission(
         initial >> halvings
     };
     base.min(cap.saturating_sub(emitted_before))
+}
+
+/// The networked round's split ([`crate::record::Protocol`]): `participation_ppm` of
+/// `amount` equally among the `eligible` entries, the rest pro rata to `weights` (each
+/// [`split`]); if no weight is positive, everything is split equally. All zeros when nothing is
+/// eligible. Sums to `amount` exactly otherwise.
+pub fn split_with_participation(
+    amount: u64,
+    participation_ppm: u32,
+    eligible: &[bool],
+    weights: &[u64],
+) -> Vec<u64> {
+    if !eligible.iter().any(|&e| e) {
+        return vec![0; eligible.len()];
+    }
+    let equal: Vec<u64> = eligible.iter().map(|&e| u64::from(e)).collect();
+    let scored: Vec<u64> = weights
+        .iter()
+        .zip(eligible)
+        .map(|(&w, &e)| if e { w } else { 0 })
+        .collect();
+    let part = if scored.iter().all(|&w| w == 0) {
+        amount
+    } else {
+        (u128::from(amount) * u128::from(participation_ppm.min(1_000_000)) / 1_000_000) as u64
+    };
+    let a = split(part, &equal);
+    let b = split(amount - part, &scored);
+    a.iter().zip(&b).map(|(x, y)| x + y).collect()
 }
 
 /// Splits `amount` pro rata to `weights` (floor), then hands the remaining units one each to the
@@ -298,6 +333,30 @@ mod tests {
             let lo = h.iter().map(|x| x.0).min().unwrap();
             let hi = h.iter().map(|x| x.0).max().unwrap();
             prop_assert!(EvalScore::Ppm(lo) <= m && m <= EvalScore::Ppm(hi));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn participation_split_is_exact_and_pays_every_eligible(amount in 1_000u64..1_000_000_000, part in 1u32..=1_000_000,
+                                                               w in proptest::collection::vec((any::<bool>(), 0u64..1_000_000), 1..12)) {
+            let eligible: Vec<bool> = w.iter().map(|x| x.0).collect();
+            let weights: Vec<u64> = w.iter().map(|x| x.1).collect();
+            let out = split_with_participation(amount, part, &eligible, &weights);
+            if eligible.iter().any(|&e| e) {
+                prop_assert_eq!(out.iter().sum::<u64>(), amount);
+                let n = eligible.iter().filter(|&&e| e).count() as u64;
+                for (o, e) in out.iter().zip(&eligible) {
+                    if *e {
+                        // The equal share alone is at least floor(part * amount / n).
+                        prop_assert!(*o >= u64::from(part) * amount / 1_000_000 / n);
+                    } else {
+                        prop_assert_eq!(*o, 0);
+                    }
+                }
+            } else {
+                prop_assert!(out.iter().all(|&x| x == 0));
+            }
         }
     }
 

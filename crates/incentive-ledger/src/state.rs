@@ -12,10 +12,10 @@ use crate::codec::hex;
 use crate::error::Rejection;
 use crate::identity::PublicKey;
 use crate::merkle::{Hash, MerkleTree};
-use crate::record::{Body, Genesis, Role, Settlement, SignedMessage, Slash, SlashReason};
+use crate::record::{Body, Genesis, Protocol, Role, Settlement, SignedMessage, Slash, SlashReason};
 use crate::rewards::{
     EvalScore, RelativeLossImprovement, Scorer, emission, heldout_seed, sketch_overlap_ppm, split,
-    stake_weighted_median,
+    split_with_participation, stake_weighted_median,
 };
 
 /// A contribution of the open round.
@@ -74,6 +74,10 @@ pub struct State {
     pub base: Hash,
     /// Registered keys: role and stake.
     pub registry: BTreeMap<PublicKey, (Role, u64)>,
+    /// The networked round's protocol, once recorded.
+    pub protocol: Option<Protocol>,
+    /// Log index of the open round's [`crate::record::Close`], once recorded.
+    pub closed_at: Option<u64>,
     seqs: HashMap<PublicKey, u64>,
     seen: HashSet<Hash>,
     contributions: Vec<ContributionRecord>,
@@ -87,6 +91,7 @@ pub struct State {
     pub emitted: u64,
     /// Settled rounds.
     pub history: Vec<RoundSummary>,
+    settlement_ids: Vec<Hash>,
 }
 
 impl std::fmt::Debug for State {
@@ -121,6 +126,8 @@ impl State {
             round: 1,
             base: [0; 32],
             registry: BTreeMap::new(),
+            protocol: None,
+            closed_at: None,
             seqs: HashMap::new(),
             seen: HashSet::new(),
             contributions: Vec::new(),
@@ -131,6 +138,7 @@ impl State {
             balances: BTreeMap::new(),
             emitted: 0,
             history: Vec::new(),
+            settlement_ids: Vec::new(),
         }
     }
 
@@ -142,6 +150,24 @@ impl State {
     /// Contributions of the open round, in log order.
     pub fn open_contributions(&self) -> &[ContributionRecord] {
         &self.contributions
+    }
+
+    /// Tree size whose root seeds the open round's held-out batches under the protocol: the
+    /// size right after the round's close (`None` before it).
+    pub fn beacon_size(&self) -> Option<u64> {
+        self.closed_at.map(|i| i + 1)
+    }
+
+    /// Id of the settlement of `round` (1-based), if settled.
+    pub fn settlement_id(&self, round: u64) -> Option<Hash> {
+        self.settlement_ids
+            .get(round.checked_sub(1)? as usize)
+            .copied()
+    }
+
+    /// The consensus (stake-weighted median) score of an open contribution.
+    pub fn consensus_of(&self, id: &Hash) -> Option<EvalScore> {
+        self.consensus(id)
     }
 
     /// Total stake of registered validators.
@@ -229,9 +255,45 @@ impl State {
                 PublicKey::parse(r.key.0)?;
                 self.registry.insert(r.key, (r.role, r.stake));
             }
+            Body::Protocol(p) => {
+                if !is_operator {
+                    return Err(deny("protocol"));
+                }
+                if self.protocol.is_some() || self.round != 1 || !self.contributions.is_empty() {
+                    return Err(malformed(
+                        "the protocol is recorded once, in round 1, before any contribution",
+                    ));
+                }
+                self.protocol = Some(*p);
+            }
+            Body::Close(c) => {
+                if !is_operator {
+                    return Err(deny("close"));
+                }
+                if self.protocol.is_none() || self.closed_at.is_some() {
+                    return Err(malformed(
+                        "a round is closed once, and only under a recorded protocol",
+                    ));
+                }
+                if c.committed != self.contributions.len() as u64 {
+                    return Err(Rejection::Mismatch {
+                        kind: "close",
+                        round: self.round,
+                        detail: format!(
+                            "close says {} contributions, the round has {}",
+                            c.committed,
+                            self.contributions.len()
+                        ),
+                    });
+                }
+                self.closed_at = Some(index);
+            }
             Body::Contribution(c) => {
                 if !matches!(role, Some(Role::Worker | Role::Researcher)) {
                     return Err(deny("contribution"));
+                }
+                if self.closed_at.is_some() {
+                    return Err(Rejection::RoundClosed { round: self.round });
                 }
                 if c.parent_model != self.base {
                     return Err(Rejection::WrongParent {
@@ -271,6 +333,10 @@ impl State {
                     beacon_size: e.beacon_size,
                 };
                 if e.beacon_size <= c_index || e.beacon_size > index {
+                    return Err(bad_seed);
+                }
+                // Under the protocol the beacon is fixed: the root right after the close.
+                if self.protocol.is_some() && Some(e.beacon_size) != self.beacon_size() {
                     return Err(bad_seed);
                 }
                 let beacon = tree.root_at(e.beacon_size).map_err(|_| bad_seed.clone())?;
@@ -345,6 +411,7 @@ impl State {
                         .ok_or_else(|| malformed("balance overflow"))?;
                 }
                 self.emitted += s.emission;
+                self.settlement_ids.push(sm.id);
                 self.history.push(RoundSummary {
                     round: self.round,
                     emission: s.emission,
@@ -357,6 +424,7 @@ impl State {
                 self.contributed.clear();
                 self.evaluations.clear();
                 self.slashes.clear();
+                self.closed_at = None;
             }
         }
         self.seqs.insert(signer, m.seq);
@@ -368,11 +436,16 @@ impl State {
     fn copy_of(&self, pos: usize) -> Option<(&ContributionRecord, u64)> {
         let threshold = u64::from(self.genesis.as_ref()?.copy_threshold_ppm);
         let c = &self.contributions[pos];
+        // Under the protocol a submitter's sketch never decides (it is the submitter's own
+        // claim): only an identical artifact does here, validators' verdicts do the rest.
+        let sketches = self.protocol.is_none();
         self.contributions[..pos].iter().find_map(|e| {
             let overlap = if e.artifact == c.artifact {
                 1_000_000
-            } else {
+            } else if sketches {
                 sketch_overlap_ppm(&e.sketch, &c.sketch)
+            } else {
+                0
             };
             (overlap >= threshold).then_some((e, overlap))
         })
@@ -418,6 +491,15 @@ impl State {
         match self.consensus(id) {
             Some(EvalScore::Invalid) => Some(SlashReason::Invalid),
             Some(EvalScore::NonFinite) => Some(SlashReason::NonFinite),
+            Some(EvalScore::Copied(h)) => Some(SlashReason::Copied(h)),
+            Some(EvalScore::FreeRider) => Some(SlashReason::FreeRider),
+            Some(EvalScore::Ppm(p))
+                if self
+                    .protocol
+                    .is_some_and(|pr| p < -i64::from(pr.poison_tolerance_ppm)) =>
+            {
+                Some(SlashReason::Poisoned)
+            }
             _ => None,
         }
     }
@@ -463,7 +545,31 @@ impl State {
         if weights.iter().all(|&w| w == 0) {
             minted = 0;
         }
-        let shares = split(minted, &weights);
+        let shares = match self.protocol {
+            Some(p) => {
+                let eligible: Vec<bool> = self
+                    .contributions
+                    .iter()
+                    .zip(&consensus)
+                    .map(|(c, s)| {
+                        !self.slashes.contains_key(&c.id) && matches!(s, Some(EvalScore::Ppm(_)))
+                    })
+                    .collect();
+                minted = if eligible.iter().any(|&e| e) {
+                    emission(
+                        g.initial_emission,
+                        g.halving_rounds,
+                        g.cap,
+                        self.round,
+                        self.emitted,
+                    )
+                } else {
+                    0
+                };
+                split_with_participation(minted, p.participation_ppm, &eligible, &weights)
+            }
+            None => split(minted, &weights),
+        };
         let mut alloc: BTreeMap<PublicKey, u64> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(self.contributions.len());
         for ((c, s), &r) in self.contributions.iter().zip(consensus).zip(&shares) {
@@ -486,5 +592,205 @@ impl State {
             },
             outcomes,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::{Error, Rejection};
+    use crate::identity::Keypair;
+    use crate::ledger::Ledger;
+    use crate::record::{
+        Body, Contribution, Evaluation, Genesis, Message, Protocol, Role, SignedMessage,
+        SlashReason, Verdict,
+    };
+    use crate::rewards::heldout_seed;
+
+    const ORIGIN: &str = "protocol-test";
+
+    fn contribution(l: &Ledger, k: &Keypair, artifact: u8) -> SignedMessage {
+        Message {
+            origin: ORIGIN.into(),
+            signer: k.public(),
+            seq: l.next_seq(&k.public()),
+            round: l.state().round,
+            body: Body::Contribution(Contribution {
+                parent_model: l.state().base,
+                artifact: [artifact; 32],
+                artifact_size: 10,
+                metrics: vec![],
+                // A long sketch that would swallow every other one: never decides here.
+                sketch: (0..4096).collect(),
+            }),
+        }
+        .sign(k)
+    }
+
+    fn evaluation(
+        l: &Ledger,
+        v: &Keypair,
+        c: &SignedMessage,
+        beacon_size: u64,
+        verdict: Verdict,
+        losses: (u64, u64),
+    ) -> SignedMessage {
+        let root = l.log().tree().root_at(beacon_size).unwrap();
+        Message {
+            origin: ORIGIN.into(),
+            signer: v.public(),
+            seq: l.next_seq(&v.public()),
+            round: l.state().round,
+            body: Body::Evaluation(Evaluation {
+                contribution: c.id,
+                beacon_size,
+                heldout_seed: heldout_seed(&c.id, &v.public().0, &root),
+                verdict,
+                loss_before: losses.0,
+                loss_after: losses.1,
+            }),
+        }
+        .sign(v)
+    }
+
+    fn rejected(r: crate::error::Result<u64>) -> Rejection {
+        match r {
+            Err(Error::Rejected(r)) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_protocol_fixes_the_beacon_decides_by_verdicts_and_pays_participation() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = Genesis {
+            base_model: [7; 32],
+            initial_emission: 1_000,
+            halving_rounds: 10,
+            cap: 100_000,
+            copy_threshold_ppm: 500_000,
+        };
+        let mut l = Ledger::create(
+            &dir.path().join("l"),
+            ORIGIN,
+            Keypair::from_seed([1; 32]),
+            genesis,
+        )
+        .unwrap();
+        l.set_protocol(Protocol {
+            participation_ppm: 500_000,
+            poison_tolerance_ppm: 10_000,
+            config: [1; 32],
+            search: [2; 32],
+        })
+        .unwrap();
+        assert_eq!(l.state().protocol.unwrap().search, [2; 32]);
+        // Once only.
+        assert!(matches!(
+            rejected(l.set_protocol(Protocol {
+                participation_ppm: 0,
+                poison_tolerance_ppm: 0,
+                config: [0; 32],
+                search: [0; 32],
+            })),
+            Rejection::Malformed(_)
+        ));
+        let workers: Vec<Keypair> = (0..5).map(|i| Keypair::from_seed([10 + i; 32])).collect();
+        let honest_v = Keypair::from_seed([30; 32]);
+        let liar = Keypair::from_seed([31; 32]);
+        for w in &workers {
+            l.register(w.public(), Role::Worker, 0).unwrap();
+        }
+        l.register(honest_v.public(), Role::Validator, 100).unwrap();
+        l.register(liar.public(), Role::Validator, 40).unwrap();
+        let cs: Vec<SignedMessage> = workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let c = contribution(&l, w, i as u8);
+                l.submit(&c).unwrap();
+                c
+            })
+            .collect();
+        // Evaluations before the close are refused under the protocol.
+        let early = evaluation(
+            &l,
+            &honest_v,
+            &cs[0],
+            l.log().len(),
+            Verdict::Measured,
+            (2_000_000, 1_900_000),
+        );
+        assert!(matches!(
+            rejected(l.submit(&early)),
+            Rejection::BadHeldOutSeed { .. }
+        ));
+        let beacon = l.close_round().unwrap();
+        assert_eq!(l.state().beacon_size(), Some(beacon));
+        // No contribution after the close.
+        let late_worker = Keypair::from_seed([40; 32]);
+        l.register(late_worker.public(), Role::Worker, 0).unwrap();
+        assert!(matches!(
+            rejected(l.submit(&contribution(&l, &late_worker, 99))),
+            Rejection::RoundClosed { round: 1 }
+        ));
+        // Any beacon other than the close's is refused (a validator cannot shop for roots).
+        let shopped = evaluation(
+            &l,
+            &honest_v,
+            &cs[0],
+            beacon + 1,
+            Verdict::Measured,
+            (2_000_000, 1_900_000),
+        );
+        assert!(matches!(
+            rejected(l.submit(&shopped)),
+            Rejection::BadHeldOutSeed { .. }
+        ));
+        // Honest verdicts: 0 and 1 improve, 2 copies 0's earlier message, 3 free rides, 4
+        // poisons (loss up 5 %). The lying minority says the opposite of everything.
+        let honest = [
+            (Verdict::Measured, (2_000_000, 1_900_000)),
+            (Verdict::Measured, (2_000_000, 1_999_000)),
+            (Verdict::Copied(cs[0].id), (0, 0)),
+            (Verdict::FreeRider, (0, 0)),
+            (Verdict::Measured, (2_000_000, 2_100_000)),
+        ];
+        let lies = [
+            (Verdict::Copied(cs[1].id), (0, 0)),
+            (Verdict::Invalid, (0, 0)),
+            (Verdict::Measured, (2_000_000, 1_000_000)),
+            (Verdict::Measured, (2_000_000, 1_000_000)),
+            (Verdict::Measured, (2_000_000, 1_000_000)),
+        ];
+        for (i, c) in cs.iter().enumerate() {
+            let e = evaluation(&l, &honest_v, c, beacon, honest[i].0, honest[i].1);
+            l.submit(&e).unwrap();
+            let e = evaluation(&l, &liar, c, beacon, lies[i].0, lies[i].1);
+            l.submit(&e).unwrap();
+        }
+        let s = l.settle([8; 32]).unwrap();
+        let outcomes = &l.state().history[0].outcomes;
+        let slashes: Vec<Option<SlashReason>> = outcomes.iter().map(|o| o.slash).collect();
+        assert_eq!(
+            slashes,
+            vec![
+                None,
+                None,
+                Some(SlashReason::Copied(cs[0].id)),
+                Some(SlashReason::FreeRider),
+                Some(SlashReason::Poisoned)
+            ]
+        );
+        // 500 equal + 500 by score (100_000 : 500 ppm).
+        let rewards: Vec<u64> = outcomes.iter().map(|o| o.reward).collect();
+        assert_eq!(rewards.iter().sum::<u64>(), 1_000);
+        assert_eq!(s.emission, 1_000);
+        assert_eq!(rewards[2..], [0, 0, 0]);
+        assert!(rewards[0] > rewards[1] && rewards[1] >= 250, "{rewards:?}");
+        assert!(l.state().settlement_id(1).is_some());
+        assert_eq!(l.state().closed_at, None);
+        drop(l);
+        let v = crate::ledger::verify_dir(&dir.path().join("l"), None).unwrap();
+        assert_eq!(v.total_balance, 1_000);
     }
 }
