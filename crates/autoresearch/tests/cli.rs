@@ -337,3 +337,67 @@ fn ask_tell_enqueue_studies_delete() {
     let (ok, _, err) = ar(&["status", "--study", st]);
     assert!(!ok && err.contains("no study"), "{err}");
 }
+
+/// A multi-objective `run`: two `--metric` keys with their directions, read from the
+/// program's JSON line; `best` prints the Pareto front.
+#[test]
+fn multi_objective_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = write_space(dir.path());
+    let study = dir.path().join("mo");
+    let script = r#"awk -v x={x} -v k={k} 'BEGIN { printf "{\"loss\":%f,\"speed\":%f}\n", (x-0.3)^2, k - x }'"#;
+    let (ok, out, err) = ar(&[
+        "run",
+        "--space",
+        space.to_str().unwrap(),
+        "--study",
+        study.to_str().unwrap(),
+        "--trials",
+        "8",
+        "--metric",
+        "loss",
+        "--metric",
+        "speed",
+        "--direction",
+        "minimize",
+        "--direction",
+        "maximize",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("8 complete"), "{out}");
+    let (ok, out, _) = ar(&[
+        "best",
+        "--study",
+        study.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let front: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let front = front.as_array().unwrap();
+    assert!(!front.is_empty());
+    for t in front {
+        assert_eq!(t["values"].as_array().unwrap().len(), 2);
+        assert_eq!(t["user_attrs"]["sampler"]["reason"], "multi-objective");
+    }
+    let (ok, _, err) = ar(&[
+        "run",
+        "--space",
+        space.to_str().unwrap(),
+        "--study",
+        dir.path().join("bad").to_str().unwrap(),
+        "--metric",
+        "a",
+        "--metric",
+        "b",
+        "--direction",
+        "minimize",
+        "--",
+        "true",
+    ]);
+    assert!(!ok && err.contains("one direction per metric"), "{err}");
+}
