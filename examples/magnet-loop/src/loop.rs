@@ -16,7 +16,7 @@ use bitnet_model::store::ModelDir;
 use bitnet_model::train::{TrainConfig, Trainer, evaluate_tokens};
 use burn::tensor::Device;
 use diloco::aggregate::{Aggregator, ScreenConfig, Update, screen};
-use diloco::bitnet::BitnetWorker;
+use diloco::bitnet::{BitnetWorker, to_weights};
 use diloco::codec::{self, Codec};
 use diloco::outer::{OuterOptimizer, OuterState};
 use diloco::params::{self, ParamMap};
@@ -212,7 +212,11 @@ impl Heldout {
     }
 
     fn model(&self, p: &ParamMap) -> Result<Model> {
-        Ok(Model::from_weight_map(&self.model, p, &self.device)?)
+        Ok(Model::from_weight_map(
+            &self.model,
+            &to_weights(p.clone()),
+            &self.device,
+        )?)
     }
 
     fn loss(&self, model: &Model, tokens: &[u32]) -> Result<f64> {
@@ -645,7 +649,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
 
     // Final model, GGUF, and the ledger reopened and verified from its files.
     let model_dir = cfg.out.join("model");
-    let weights = global.clone();
+    let weights = to_weights(global.clone());
     ModelDir::save(&model_dir, &cfg.model, &weights, &tokenizer)?;
     let gguf_path = cfg.out.join("magnet-loop-tq2_0.gguf");
     let options = ExportOptions {
