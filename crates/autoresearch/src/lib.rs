@@ -2,9 +2,13 @@
 //! random, QMC, TPE, CMA-ES, phased), pruners (median, ASHA, Hyperband), durable studies
 //! (journal file, PostgreSQL) and honest evaluation.
 //!
-//! `TpeSampler::default()` is Optuna 5's TPE plus a local refinement of its acquisition
-//! (better on Hartmann6 than Optuna's `TPESampler()`: see `docs/autoresearch.md`);
-//! `TpeSampler::optuna()` is Optuna's exactly.
+//! `TpeSampler::default()` is Optuna 5's TPE plus a local refinement of its acquisition;
+//! `TpeSampler::optuna()` is Optuna's exactly. `GpSampler` is a Gaussian process after
+//! Optuna's `GPSampler` (Matérn 5/2, marginal likelihood, log expected improvement).
+//! A study's default sampler is `AutoSampler`, which lets the GP and the TPE compete on the
+//! study's own evidence and records each choice with the trial (`docs/autoresearch.md`).
+//! Feature `cli` (default) builds the `autoresearch` binary, `postgres` (opt-in) the
+//! PostgreSQL storage, `plot` (default) the SVG plots.
 //!
 //! ```
 //! use std::sync::Arc;
