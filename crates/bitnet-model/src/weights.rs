@@ -7,19 +7,11 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
 
-/// One tensor: row-major f32 data and its shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    /// Row-major shape (`[out, in]` for matrices).
-    pub shape: Vec<usize>,
-    /// `shape.iter().product()` values.
-    pub data: Vec<f32>,
-}
-
-/// All tensors of a model by canonical name, in name order.
-pub type WeightMap = BTreeMap<String, NamedTensor>;
+/// One tensor (row-major f32 data and its shape) and all tensors of a model by canonical
+/// name, in name order: ternary-core's types, shared with diloco (whose `ParamMap` is
+/// this same `WeightMap`), so nothing converts between copies of one struct.
+pub use ternary_core::tensor::{NamedTensor, WeightMap};
 
 /// Checks that `weights` holds exactly the tensors `config` names, with the right shapes
 /// and finite values, naming the first tensor that is wrong.

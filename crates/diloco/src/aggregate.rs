@@ -18,7 +18,7 @@
 //! ([`crate::merge::MergePolicy`]) may then set each merged update's weight from an
 //! outside record (e.g. tokens a ledger accepted).
 
-use crate::params::{self, ParamMap, Tensor};
+use crate::params::{self, NamedTensor, ParamMap};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -67,7 +67,7 @@ pub enum RejectReason {
     },
     /// A value is NaN or infinite.
     NonFinite {
-        /// Tensor name.
+        /// NamedTensor name.
         tensor: String,
         /// Flat index of the first bad value.
         index: usize,
@@ -403,7 +403,7 @@ fn weighted_mean(updates: &[Update], factors: &[f64]) -> ParamMap {
             }
             (
                 name.clone(),
-                Tensor {
+                NamedTensor {
                     shape: t0.shape.clone(),
                     data: acc.into_iter().map(|a| a as f32).collect(),
                 },
@@ -433,7 +433,7 @@ fn coordinatewise(updates: &[Update], f: impl Fn(&[f32]) -> f32) -> ParamMap {
                 .collect();
             (
                 name.clone(),
-                Tensor {
+                NamedTensor {
                     shape: t0.shape.clone(),
                     data,
                 },
@@ -450,7 +450,7 @@ mod tests {
         let mut delta = ParamMap::new();
         delta.insert(
             "w".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![vals.len()],
                 data: vals,
             },

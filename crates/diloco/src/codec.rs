@@ -18,7 +18,7 @@
 //! dequantized value overflows), so a NaN update can never pass the screen as zeros.
 
 use crate::error::{Error, Result};
-use crate::params::{ParamMap, Tensor};
+use crate::params::{NamedTensor, ParamMap};
 use half::f16;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -401,7 +401,10 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<(Codec, ParamMap)> {
                 detail: "",
             });
         }
-        if out.insert(name.clone(), Tensor { shape, data }).is_some() {
+        if out
+            .insert(name.clone(), NamedTensor { shape, data })
+            .is_some()
+        {
             return Err(r.err(format!("tensor `{name}` appears twice")));
         }
     }
@@ -484,7 +487,7 @@ mod tests {
         let mut m = ParamMap::new();
         m.insert(
             "blk.0.w".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![data.len()],
                 data,
             },

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// A partition of tensor names into fragments, with the sync period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FragmentPlan {
-    /// Tensor names of each fragment.
+    /// NamedTensor names of each fragment.
     pub fragments: Vec<Vec<String>>,
     /// Inner steps between two syncs of the same fragment.
     pub period: u64,

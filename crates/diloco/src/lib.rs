@@ -43,4 +43,4 @@ pub mod trainer;
 pub mod bitnet;
 
 pub use error::{Error, Result};
-pub use params::{ParamMap, Tensor};
+pub use params::{NamedTensor, ParamMap};

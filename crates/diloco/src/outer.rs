@@ -1,7 +1,7 @@
 //! Outer optimizers: turn the aggregated pseudo-gradient into a step on the global
 //! weights.
 
-use crate::params::{ParamMap, Tensor};
+use crate::params::{NamedTensor, ParamMap};
 use serde::{Deserialize, Serialize};
 
 /// The outer optimizer.
@@ -92,6 +92,25 @@ impl OuterState {
         }
     }
 
+    /// State restored from [`momentum`](Self::momentum) (a resumed coordinator).
+    pub fn with_momentum(optimizer: OuterOptimizer, momentum: ParamMap) -> Self {
+        Self {
+            optimizer,
+            momentum,
+        }
+    }
+
+    /// The momentum buffers by tensor name (empty before the first step, and always for
+    /// stateless optimizers).
+    pub fn momentum(&self) -> &ParamMap {
+        &self.momentum
+    }
+
+    /// Whether the optimizer carries state between steps (Nesterov's momentum).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.optimizer, OuterOptimizer::Nesterov { .. })
+    }
+
     /// The step to add to the global weights for the aggregated pseudo-gradient `delta`
     /// (global minus local, so the step points against it).
     pub fn step(&mut self, delta: &ParamMap) -> ParamMap {
@@ -105,7 +124,7 @@ impl OuterState {
                         let buf = self
                             .momentum
                             .entry(name.clone())
-                            .or_insert_with(|| Tensor::zeros(d.shape.clone()));
+                            .or_insert_with(|| NamedTensor::zeros(d.shape.clone()));
                         buf.data
                             .iter_mut()
                             .zip(&d.data)
@@ -118,7 +137,7 @@ impl OuterState {
                 };
                 (
                     name.clone(),
-                    Tensor {
+                    NamedTensor {
                         shape: d.shape.clone(),
                         data,
                     },
@@ -136,7 +155,7 @@ mod tests {
         let mut m = ParamMap::new();
         m.insert(
             "w".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![1],
                 data: vec![v],
             },

@@ -2,43 +2,15 @@
 //! pseudo-gradients, outer steps), with the elementwise arithmetic DiLoCo needs.
 
 use crate::error::{Error, Result};
-use std::collections::BTreeMap;
 
-/// One tensor: row-major f32 values and their shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    /// Row-major shape.
-    pub shape: Vec<usize>,
-    /// `shape.iter().product()` values.
-    pub data: Vec<f32>,
-}
-
-impl Tensor {
-    /// A tensor from its shape and values, checking that they agree.
-    pub fn new(name: &str, shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(Error::Tensor {
-                name: name.into(),
-                message: format!("shape {shape:?} needs {n} values, got {}", data.len()),
-            });
-        }
-        Ok(Self { shape, data })
-    }
-
-    /// All zeros.
-    pub fn zeros(shape: Vec<usize>) -> Self {
-        let n = shape.iter().product();
-        Self {
-            shape,
-            data: vec![0.0; n],
-        }
-    }
-}
+/// One tensor (row-major f32 values and their shape) and tensors by name: ternary-core's
+/// types, the same ones bitnet-model's weights use, so weights move between a BitNet
+/// trainer and DiLoCo without conversion.
+pub use ternary_core::tensor::{NamedTensor, WeightMap};
 
 /// Tensors by name, in name order (so iteration, and therefore every reduction, is
-/// deterministic).
-pub type ParamMap = BTreeMap<String, Tensor>;
+/// deterministic): the same type as bitnet-model's `WeightMap`.
+pub type ParamMap = WeightMap;
 
 /// `a - b` per tensor; both must have the same names and shapes.
 pub fn sub(a: &ParamMap, b: &ParamMap) -> Result<ParamMap> {
@@ -63,7 +35,7 @@ fn zip_map(a: &ParamMap, b: &ParamMap, f: impl Fn(f32, f32) -> f32) -> Result<Pa
                 .collect();
             (
                 name.clone(),
-                Tensor {
+                NamedTensor {
                     shape: ta.shape.clone(),
                     data,
                 },
@@ -148,7 +120,7 @@ mod tests {
             .map(|(n, d)| {
                 (
                     (*n).to_string(),
-                    Tensor::new(n, vec![d.len()], d.clone()).unwrap(),
+                    NamedTensor::new(vec![d.len()], d.clone()).unwrap(),
                 )
             })
             .collect()
@@ -165,6 +137,6 @@ mod tests {
         let c = map(&[("a", vec![1.0])]);
         let err = sub(&a, &c).unwrap_err().to_string();
         assert!(err.contains("`a`"), "{err}");
-        assert!(Tensor::new("x", vec![2, 2], vec![0.0; 3]).is_err());
+        assert!(NamedTensor::new(vec![2, 2], vec![0.0; 3]).is_err());
     }
 }

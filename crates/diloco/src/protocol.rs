@@ -55,6 +55,28 @@ pub fn manifest_key(round: u64) -> String {
     format!("rounds/{round:08}/manifest.json")
 }
 
+/// Key of the record that closes the input of `round` (the members and update keys the
+/// coordinator merges), written before anything the round produces.
+pub fn close_key(round: u64) -> String {
+    format!("rounds/{round:08}/close.json")
+}
+/// Key of the outer optimizer's state (momentum) after `round` (stateful optimizers only).
+pub fn outer_key(round: u64) -> String {
+    format!("rounds/{round:08}/outer.bin")
+}
+
+/// The closed input of a round ([`close_key`]): a coordinator that restarts in the middle
+/// of the round merges exactly these objects again, so it publishes the same step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Close {
+    /// The round.
+    pub round: u64,
+    /// Members expected.
+    pub members: Vec<u32>,
+    /// Update keys merged from (create-only objects, so their bytes cannot change).
+    pub updates: Vec<String>,
+}
+
 /// Objects read from the exchange: `(key, bytes)`, sorted by key.
 pub type Objects = Vec<(String, Vec<u8>)>;
 
@@ -118,6 +140,10 @@ pub struct Manifest {
     pub step_bytes: usize,
     /// L2 norm of the aggregated pseudo-gradient (0 when nothing was accepted).
     pub delta_norm: f64,
+    /// The tensors a fragment round updated (empty for whole-model rounds), so a resumed
+    /// coordinator knows each tensor's version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<String>,
 }
 
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
@@ -279,6 +305,129 @@ impl Coordinator {
             scorer: None,
             policy: Box::new(MergeAll),
         })
+    }
+
+    /// Picks up a run from the exchange after a restart: the last committed round `R`
+    /// (the last manifest; rounds commit in order), the global weights at version `R`
+    /// (the newest full checkpoint at or below `R` plus the published steps after it,
+    /// applied as [`finish_round`](Self::finish_round) applied them, so bitwise the same),
+    /// the outer optimizer's momentum after `R` and each tensor's version. Returns the
+    /// coordinator and `R`; the next round to run is `R + 1`. If the crash happened
+    /// inside round `R + 1` after its input was closed, [`finish_round`](Self::finish_round)
+    /// merges exactly that closed input again and publishes the same step (objects it
+    /// already wrote are accepted when their bytes are equal). Scorer and policy are not
+    /// stored: attach them again (a policy must be deterministic).
+    pub fn resume(ex: &dyn Exchange, cfg: CoordinatorConfig) -> Result<(Self, u64)> {
+        Self::check_config(&cfg)?;
+        let read = |key: &str| -> Result<Vec<u8>> {
+            ex.get(key)?.ok_or_else(|| Error::Exchange {
+                key: key.into(),
+                message: "missing: nothing to resume from".into(),
+            })
+        };
+        let init_bytes = read(&global_key(0))?;
+        let exists = |r: u64| -> Result<bool> { Ok(ex.get(&manifest_key(r))?.is_some()) };
+        // Manifests exist for 1..=R: gallop, then bisect for R.
+        let (mut lo, mut hi) = (0u64, 1u64);
+        while exists(hi)? {
+            lo = hi;
+            hi = hi.saturating_mul(2);
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if exists(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let last = lo;
+        let mut base = last;
+        let mut global = loop {
+            if base == 0 {
+                break codec::decode(&init_bytes, &global_key(0))?.1;
+            }
+            if let Some(b) = ex.get(&global_key(base))? {
+                break codec::decode(&b, &global_key(base))?.1;
+            }
+            base -= 1;
+        };
+        for r in base + 1..=last {
+            let (_, step) = codec::decode(&read(&step_key(r))?, &step_key(r))?;
+            apply_step(&mut global, &step)?;
+        }
+        let mut version_of: BTreeMap<String, u64> = global.keys().map(|k| (k.clone(), 0)).collect();
+        for r in 1..=last {
+            let m: Manifest = json(&read(&manifest_key(r))?, &manifest_key(r))?;
+            if m.fragment.is_none() {
+                for v in version_of.values_mut() {
+                    *v = r;
+                }
+            } else {
+                for t in &m.tensors {
+                    version_of.insert(t.clone(), r);
+                }
+            }
+        }
+        let mut outer = OuterState::new(cfg.outer);
+        if last > 0 && outer.is_stateful() {
+            let (_, momentum) = codec::decode(&read(&outer_key(last))?, &outer_key(last))?;
+            outer = OuterState::with_momentum(cfg.outer, momentum);
+        }
+        Ok((
+            Self {
+                global,
+                outer,
+                cfg,
+                version_of,
+                scorer: None,
+                policy: Box::new(MergeAll),
+            },
+            last,
+        ))
+    }
+
+    /// Closes the input of `round`: the first time, records `members` and the keys of
+    /// `objects`; after a restart, returns what was recorded (re-reading any object
+    /// `objects` lacks) and drops objects that arrived after the close.
+    fn close_round(
+        ex: &dyn Exchange,
+        round: u64,
+        members: &BTreeSet<u32>,
+        objects: Objects,
+    ) -> Result<(BTreeSet<u32>, Objects)> {
+        let rec = Close {
+            round,
+            members: members.iter().copied().collect(),
+            updates: objects.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        let body = serde_json::to_vec(&rec).map_err(|source| Error::Json {
+            what: close_key(round),
+            source,
+        })?;
+        match ex.put_new(&close_key(round), &body) {
+            Ok(()) => return Ok((members.clone(), objects)),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let bytes = ex.get(&close_key(round))?.ok_or_else(|| Error::Exchange {
+            key: close_key(round),
+            message: "exists but cannot be read".into(),
+        })?;
+        let closed: Close = json(&bytes, &close_key(round))?;
+        let mut have: BTreeMap<String, Vec<u8>> = objects.into_iter().collect();
+        let mut out = Vec::with_capacity(closed.updates.len());
+        for key in closed.updates {
+            let b = match have.remove(&key) {
+                Some(b) => b,
+                None => ex.get(&key)?.ok_or_else(|| Error::Exchange {
+                    key: key.clone(),
+                    message: format!("listed in {} but absent", close_key(round)),
+                })?,
+            };
+            out.push((key, b));
+        }
+        Ok((closed.members.into_iter().collect(), out))
     }
 
     fn check_config(cfg: &CoordinatorConfig) -> Result<()> {
@@ -491,6 +640,8 @@ impl Coordinator {
         objects: Objects,
         policy: &mut dyn MergePolicy,
     ) -> Result<Manifest> {
+        let (members, objects) = Self::close_round(ex, round, members, objects)?;
+        let members = &members;
         let (reference, _) = self.reference(fragment);
         let ScreenedRound {
             updates,
@@ -595,13 +746,23 @@ impl Coordinator {
             self.version_of.insert(name.clone(), round);
         }
         let step_bytes = merged.step_bytes;
+        // Every output is create-only and, after a restart inside this round, equal to
+        // what the crashed coordinator wrote (same closed input, deterministic merge).
         if self.cfg.checkpoint_every > 0 && round.is_multiple_of(self.cfg.checkpoint_every) {
-            ex.put_new(
+            put_same(
+                ex,
                 &global_key(round),
                 &codec::encode(&self.global, Codec::F32)?,
             )?;
         }
-        ex.put_new(&step_key(round), &step_bytes)?;
+        put_same(ex, &step_key(round), &step_bytes)?;
+        if self.outer.is_stateful() {
+            put_same(
+                ex,
+                &outer_key(round),
+                &codec::encode(self.outer.momentum(), Codec::F32)?,
+            )?;
+        }
         let present: BTreeSet<u32> = objects
             .iter()
             .filter_map(|(k, _)| worker_of_key(k))
@@ -617,12 +778,16 @@ impl Coordinator {
             step_codec: self.cfg.step_codec,
             step_bytes: step_bytes.len(),
             delta_norm,
+            tensors: match fragment {
+                Some(_) => reference.keys().cloned().collect(),
+                None => Vec::new(),
+            },
         };
         let body = serde_json::to_vec_pretty(&manifest).map_err(|source| Error::Json {
             what: manifest_key(round),
             source,
         })?;
-        ex.put_new(&manifest_key(round), &body)?;
+        put_same(ex, &manifest_key(round), &body)?;
         Ok(manifest)
     }
 
@@ -638,6 +803,44 @@ impl Coordinator {
         let (members, objects) = self.collect(ex, round, deadline, poll)?;
         self.finish_round(ex, round, fragment, &members, objects)
     }
+}
+
+/// Writes `key` unless it already holds exactly `bytes` (a restarted coordinator
+/// re-publishing what it wrote before the crash); different bytes are an error.
+fn put_same(ex: &dyn Exchange, key: &str, bytes: &[u8]) -> Result<()> {
+    match ex.put_new(key, bytes) {
+        Err(Error::AlreadyExists { .. }) => {
+            if ex.get(key)?.as_deref() == Some(bytes) {
+                Ok(())
+            } else {
+                Err(Error::Exchange {
+                    key: key.into(),
+                    message: "already written with other bytes (two coordinators, or a \
+                              non-deterministic merge policy or scorer)"
+                        .into(),
+                })
+            }
+        }
+        other => other,
+    }
+}
+
+/// Adds a decoded step to `global`, tensor by tensor (the one way every party applies it).
+fn apply_step(global: &mut ParamMap, step: &ParamMap) -> Result<()> {
+    for (name, s) in step {
+        let g = global.get_mut(name).ok_or_else(|| Error::Tensor {
+            name: name.clone(),
+            message: "in the step but not in the global weights".into(),
+        })?;
+        if g.data.len() != s.data.len() {
+            return Err(Error::Tensor {
+                name: name.clone(),
+                message: format!("step shape {:?} vs {:?}", s.shape, g.shape),
+            });
+        }
+        g.data.iter_mut().zip(&s.data).for_each(|(x, d)| *x += d);
+    }
+    Ok(())
 }
 
 /// The worker an update key `rounds/.../updates/{w:05}.bin` names.
@@ -659,7 +862,12 @@ fn merge_step(
     let (delta, step) = if updates.is_empty() {
         let zero: ParamMap = reference
             .iter()
-            .map(|(n, t)| (n.clone(), crate::params::Tensor::zeros(t.shape.clone())))
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    crate::params::NamedTensor::zeros(t.shape.clone()),
+                )
+            })
             .collect();
         (zero.clone(), zero)
     } else {
@@ -670,19 +878,7 @@ fn merge_step(
     let step_bytes = codec::encode(&step, cfg.step_codec)?;
     let (_, step) = codec::decode(&step_bytes, &step_key(round))?;
     let mut global = global.clone();
-    for (name, s) in &step {
-        let g = global.get_mut(name).ok_or_else(|| Error::Tensor {
-            name: name.clone(),
-            message: "in the merged updates but not in the global weights".into(),
-        })?;
-        if g.data.len() != s.data.len() {
-            return Err(Error::Tensor {
-                name: name.clone(),
-                message: format!("step shape {:?} vs {:?}", s.shape, g.shape),
-            });
-        }
-        g.data.iter_mut().zip(&s.data).for_each(|(x, d)| *x += d);
-    }
+    apply_step(&mut global, &step)?;
     Ok(MergedStep {
         delta,
         step,
@@ -842,14 +1038,14 @@ impl WorkerClient {
 mod tests {
     use super::*;
     use crate::exchange::InProcess;
-    use crate::params::Tensor;
+    use crate::params::NamedTensor;
     use proptest::prelude::*;
 
     fn one(data: Vec<f32>) -> ParamMap {
         let mut m = ParamMap::new();
         m.insert(
             "w".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![data.len()],
                 data,
             },

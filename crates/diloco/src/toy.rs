@@ -3,7 +3,7 @@
 
 use crate::drift::Features;
 use crate::error::{Error, Result};
-use crate::params::{ParamMap, Tensor};
+use crate::params::{NamedTensor, ParamMap};
 use crate::trainer::{LocalTrainer, LossEvaluator};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -117,14 +117,14 @@ impl LocalTrainer for LinearTrainer {
         let mut m = ParamMap::new();
         m.insert(
             "blk.0.weight".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![self.w.len()],
                 data: self.w.clone(),
             },
         );
         m.insert(
             "bias".into(),
-            Tensor {
+            NamedTensor {
                 shape: vec![1],
                 data: vec![self.b],
             },

@@ -8,7 +8,7 @@ use bitnet_model::ModelConfig;
 use bitnet_model::data::{TokenData, TokenStream};
 use bitnet_model::train::{TrainConfig, Trainer};
 use burn::tensor::Device;
-use diloco::bitnet::BitnetWorker;
+use diloco::bitnet::{BitnetWorker, WorkerSpec};
 use diloco::drift::linear_cka;
 use diloco::exchange::InProcess;
 use diloco::outer::OuterOptimizer;
@@ -61,6 +61,31 @@ fn worker(seed: u64, steps: usize, shard: Option<(usize, usize)>) -> BitnetWorke
         probe,
         probe_batch: 2,
     }
+}
+
+/// `WorkerSpec`, the one recipe the binary, diloco-experiment and magnet use, builds
+/// exactly the worker the hand-written trainer above is: same shard, same batches, same
+/// steps, bitwise; its learning-rate scaling keeps the schedule's shape.
+#[test]
+fn worker_spec_builds_the_shard_worker() {
+    let d = data();
+    let probe = d.val.tokens()[..32].to_vec();
+    let mut by_spec = WorkerSpec::new(micro(), 1, 2, 10, 4, 16, 5)
+        .warmup(2)
+        .eval_windows(8)
+        .probe(probe, 2)
+        .build(&d, &Device::flex())
+        .unwrap();
+    let mut by_hand = worker(5, 10, Some((1, 2)));
+    by_spec.set_params(&by_hand.params().unwrap()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(by_spec.train_step().unwrap(), by_hand.train_step().unwrap());
+    }
+    assert_eq!(by_spec.params().unwrap(), by_hand.params().unwrap());
+    assert_eq!(by_spec.trainer.train_config().eval_every, 0);
+    let scaled = WorkerSpec::new(micro(), 0, 1, 10, 4, 16, 5).peak_lr(6e-3);
+    assert!((scaled.train.lr_final / scaled.train.lr - 1.0 / 30.0).abs() < 1e-12);
+    assert!((scaled.train.lr - 6e-3).abs() < 1e-15);
 }
 
 fn max_abs_diff(a: &ParamMap, b: &ParamMap) -> f32 {

@@ -238,3 +238,84 @@ fn worker_processes_on_s3() {
     ));
     multi_process_run(&store);
 }
+
+/// Runs a toy coordinator + 3 workers on `store` for 6 rounds; with `kill_after`, the
+/// coordinator is killed once that round has committed (it is then collecting or
+/// merging the next) and restarted with `--resume`. Returns the final summary's
+/// manifests of the last coordinator process.
+fn resumable_run(store: &str, kill_after: Option<u64>) -> Vec<serde_json::Value> {
+    let six = |cmd: &str, extra: &[&str]| {
+        let mut a = args(cmd, store, extra);
+        a[4] = "6".into(); // --rounds
+        a
+    };
+    let coord_args = six(
+        "coordinator",
+        &["--deadline-ms", "20000", "--min-workers", "3", "--resume"],
+    );
+    let mut coord = spawn(&coord_args);
+    let workers: Vec<Child> = (0..3)
+        .map(|id| {
+            let id_s = id.to_string();
+            spawn(&six(
+                "worker",
+                &[
+                    "--id",
+                    id_s.as_str(),
+                    "--inner-steps",
+                    "5",
+                    "--codec",
+                    "q4:8",
+                    "--error-feedback",
+                ],
+            ))
+        })
+        .collect();
+    if let Some(r) = kill_after {
+        let ex = ObjectStoreExchange::open(store).unwrap();
+        support::wait_for_manifest(&ex, r, Duration::from_mins(1));
+        coord.kill().unwrap();
+        coord.wait().unwrap();
+        coord = spawn(&coord_args);
+    }
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker failed");
+    }
+    let out = coord.wait_with_output().unwrap();
+    assert!(out.status.success(), "coordinator failed");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    summary["manifests"].as_array().unwrap().clone()
+}
+
+/// The coordinator killed after round 2 and restarted with `--resume` continues the run:
+/// every round commits once, every worker's update of every round is accepted, and the
+/// published model versions are bitwise those of an uninterrupted run.
+#[test]
+fn a_killed_coordinator_resumes_from_the_store() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ua, ub) = (url(&a), url(&b));
+    let reference = resumable_run(&ua, None);
+    assert_eq!(reference.len(), 6);
+    let resumed = resumable_run(&ub, Some(2));
+    // The restarted process ran the rounds after the last one committed before the kill.
+    let first = resumed[0]["round"].as_u64().unwrap();
+    assert!((3..=4).contains(&first), "resumed at {first}");
+    let (ea, eb) = (
+        ObjectStoreExchange::open(&ua).unwrap(),
+        ObjectStoreExchange::open(&ub).unwrap(),
+    );
+    for r in 1..=6u64 {
+        let m: protocol::Manifest =
+            serde_json::from_slice(&eb.get(&protocol::manifest_key(r)).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            m.accepted.iter().map(|x| x.worker).collect::<Vec<_>>(),
+            vec![0, 1, 2],
+            "round {r}: {m:?}"
+        );
+        for key in [protocol::global_key(r), protocol::step_key(r)] {
+            assert_eq!(ea.get(&key).unwrap(), eb.get(&key).unwrap(), "{key}");
+            assert!(eb.get(&key).unwrap().is_some(), "{key}");
+        }
+    }
+}

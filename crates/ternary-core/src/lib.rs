@@ -28,6 +28,8 @@
 //! - [`format`]: byte-exact block types and the [`PackedFormat`] trait (TQ1_0, TQ2_0, Q8_0),
 //!   the whole-tensor I2_S functions, and [`Format`] byte-size helpers.
 //! - [`matrix`]: [`PackedMatrix`], a weight matrix in any format, to and from GGUF bytes.
+//! - [`tensor`]: [`NamedTensor`](tensor::NamedTensor) and [`WeightMap`](tensor::WeightMap), the
+//!   named f32 tensors the crates above exchange.
 //! - [`kernels`]: scalar, AVX2 and lookup-table ([`LutMatrix`]) GEMV / GEMM with integer
 //!   accumulation, threaded by [`Engine`]; `TERNARY_KERNEL` forces a path.
 //!
@@ -38,6 +40,7 @@ pub mod format;
 pub mod kernels;
 pub mod matrix;
 pub mod quant;
+pub mod tensor;
 
 pub use error::{Error, Result};
 pub use format::{

@@ -26,12 +26,12 @@
 
 use anyhow::{Context, Result, bail};
 use bitnet_model::ModelConfig;
-use bitnet_model::data::{TokenData, find_corpus, prepare_dataset, text::workspace_root};
+use bitnet_model::data::{TokenData, find_corpus, prepare_dataset};
 use bitnet_model::plot::{Chart, Series, line_chart_png};
-use bitnet_model::train::{TrainConfig, Trainer};
+use bitnet_model::train::TrainConfig;
 use burn::prelude::Device;
 use clap::Parser;
-use diloco::bitnet::{BitnetWorker, from_weights};
+use diloco::bitnet::WorkerSpec;
 use diloco::codec::{self, Codec};
 use diloco::drift::{Features, linear_cka};
 use diloco::exchange::InProcess;
@@ -47,7 +47,10 @@ use std::time::{Duration, Instant};
 
 /// Command-line options.
 #[derive(Parser)]
-#[command(about = "DiLoCo vs synchronous data-parallel training of the tiny BitNet preset")]
+#[command(
+    version,
+    about = "DiLoCo vs synchronous data-parallel training of the tiny BitNet preset"
+)]
 struct Args {
     /// Inner steps per worker (the sync baseline takes as many steps with k x the batch).
     #[arg(long, default_value_t = 200)]
@@ -55,8 +58,8 @@ struct Args {
     /// Workers (k).
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    /// Sequences per worker batch.
-    #[arg(long, default_value_t = 4)]
+    /// Sequences per batch, per worker.
+    #[arg(long = "batch-size", alias = "batch", default_value_t = 4)]
     batch: usize,
     /// Tokens per sequence (the tiny preset's context is 256).
     #[arg(long, default_value_t = 64)]
@@ -146,17 +149,28 @@ struct Setup {
     byte_convention: String,
 }
 
-fn train_config(args: &Args, batch: usize, seed: u64) -> TrainConfig {
-    TrainConfig {
+/// The experiment's BitNet trainer for shard `shard` of `shards` (diloco's one worker
+/// recipe): `args.steps` steps of bitnet-model's default schedule, the drift probe.
+fn spec(
+    args: &Args,
+    model: &ModelConfig,
+    shard: usize,
+    shards: usize,
+    batch: usize,
+    seed: u64,
+    probe: &[u32],
+) -> WorkerSpec {
+    WorkerSpec::new(
+        model.clone(),
+        shard,
+        shards,
+        args.steps,
+        batch,
+        args.seq_len,
         seed,
-        steps: args.steps,
-        batch_size: batch,
-        seq_len: args.seq_len,
-        warmup_steps: (args.steps / 10).max(1),
-        eval_every: 0,
-        eval_windows: args.eval_windows,
-        ..TrainConfig::default()
-    }
+    )
+    .eval_windows(args.eval_windows)
+    .probe(probe.to_vec(), args.probe_seqs)
 }
 
 /// The steps after which `cfg`'s observer runs (where a global model exists).
@@ -265,7 +279,7 @@ fn main() -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| workspace_root().join("target/diloco"));
+        .unwrap_or_else(|| PathBuf::from("runs/diloco-experiment"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     if !args.merge.is_empty() {
         return merge(&args.merge, &out, args.include_partial);
@@ -295,16 +309,13 @@ fn main() -> Result<()> {
     let sync_bytes_per_step = {
         // A throwaway copy of the baseline's first step (same seed in every process, so
         // runs split over processes agree on the number).
-        let mut first = Trainer::new(
-            model.clone(),
-            train_config(&args, args.batch * k, 1),
-            data.clone(),
-            &device,
-        )?;
-        let init = from_weights(first.weights());
+        let mut first = spec(&args, &model, 0, 1, args.batch * k, 1, &[])
+            .build(&data, &device)?
+            .trainer;
+        let init = first.weights();
         first.step()?;
         let weight = (args.batch * args.seq_len) as f32;
-        sync_round_bytes(k, init, &from_weights(first.weights()), weight)?
+        sync_round_bytes(k, init, &first.weights(), weight)?
     };
 
     // Synchronous probes are kept only where some run's global model will be compared.
@@ -325,7 +336,7 @@ fn main() -> Result<()> {
         eval_tokens: args.eval_windows * (args.seq_len + 1),
         probe_tokens: probe_len,
         sync_bytes_per_step,
-        train: train_config(&args, args.batch, 1),
+        train: spec(&args, &model, 0, 1, args.batch, 1, &[]).train,
         outer: "Nesterov lr 0.7 momentum 0.9, mean aggregation".into(),
         byte_convention: "every object all workers upload and download through the exchange \
                           protocol after the common seeded init (headers, names, manifests \
@@ -337,17 +348,9 @@ fn main() -> Result<()> {
     };
 
     // Every model is scored by this one trainer (same windows and batching for all).
-    let mut evaluator = BitnetWorker {
-        trainer: Trainer::new(
-            model.clone(),
-            // Never trains: its batch only sets how many windows one eval forward holds.
-            train_config(&args, args.eval_windows, 1),
-            data.clone(),
-            &device,
-        )?,
-        probe: probe.clone(),
-        probe_batch: args.probe_seqs,
-    };
+    // Never trains: its batch only sets how many windows one eval forward holds.
+    let mut evaluator =
+        spec(&args, &model, 0, 1, args.eval_windows, 1, &probe).build(&data, &device)?;
     let mut records: Vec<Record> = Vec::new();
     let sync_bytes = sync_bytes_per_step * steps;
 
@@ -356,16 +359,8 @@ fn main() -> Result<()> {
     let mut sync_probe: BTreeMap<u64, Features> = BTreeMap::new();
     if wanted(&args, "sync") {
         let start = Instant::now();
-        let mut sync = BitnetWorker {
-            trainer: Trainer::new(
-                model.clone(),
-                train_config(&args, args.batch * k, 1),
-                data.clone(),
-                &device,
-            )?,
-            probe: probe.clone(),
-            probe_batch: args.probe_seqs,
-        };
+        let mut sync =
+            spec(&args, &model, 0, 1, args.batch * k, 1, &probe).build(&data, &device)?;
         let mut curve = Vec::new();
         for s in 1..=steps {
             let loss = sync.train_step()?;
@@ -375,7 +370,7 @@ fn main() -> Result<()> {
                 sync_probe.insert(s, f);
             }
             if s % args.eval_every as u64 == 0 || s == steps {
-                evaluator.set_params(&from_weights(sync.trainer.weights()))?;
+                evaluator.set_params(&sync.trainer.weights())?;
                 let val = f64::from(evaluator.eval_loss()?);
                 curve.push(Point {
                     step: s,
@@ -433,18 +428,10 @@ fn main() -> Result<()> {
         let start = Instant::now();
         let mut workers = Vec::with_capacity(k);
         for w in 0..k {
-            let mut shard = data.clone();
-            shard.train = data.train.shard(w, k);
-            workers.push(BitnetWorker {
-                trainer: Trainer::new(
-                    model.clone(),
-                    train_config(&args, args.batch, 1 + w as u64),
-                    shard,
-                    &device,
-                )?,
-                probe: probe.clone(),
-                probe_batch: args.probe_seqs,
-            });
+            workers.push(
+                spec(&args, &model, w, k, args.batch, 1 + w as u64, &probe)
+                    .build(&data, &device)?,
+            );
         }
         let mut curve = Vec::new();
         // What the workers downloaded on joining (the f32 initial weights each), which

@@ -16,7 +16,7 @@ use bitnet_model::store::ModelDir;
 use bitnet_model::train::{TrainConfig, Trainer, evaluate_tokens};
 use burn::tensor::Device;
 use diloco::aggregate::{Aggregator, ScreenConfig, Update, screen};
-use diloco::bitnet::{BitnetWorker, to_weights};
+use diloco::bitnet::BitnetWorker;
 use diloco::codec::{self, Codec};
 use diloco::outer::{OuterOptimizer, OuterState};
 use diloco::params::{self, ParamMap};
@@ -212,11 +212,7 @@ impl Heldout {
     }
 
     fn model(&self, p: &ParamMap) -> Result<Model> {
-        Ok(Model::from_weight_map(
-            &self.model,
-            &to_weights(p.clone()),
-            &self.device,
-        )?)
+        Ok(Model::from_weight_map(&self.model, p, &self.device)?)
     }
 
     fn loss(&self, model: &Model, tokens: &[u32]) -> Result<f64> {
@@ -555,8 +551,6 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                         incentive_ledger::record::SlashReason::Copied(_) => "copied",
                         incentive_ledger::record::SlashReason::Invalid => "invalid",
                         incentive_ledger::record::SlashReason::NonFinite => "non-finite",
-                        incentive_ledger::record::SlashReason::FreeRider => "free-rider",
-                        incentive_ledger::record::SlashReason::Poisoned => "poisoned",
                     }
                     .into(),
                 });
@@ -649,7 +643,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
 
     // Final model, GGUF, and the ledger reopened and verified from its files.
     let model_dir = cfg.out.join("model");
-    let weights = to_weights(global.clone());
+    let weights = global.clone();
     ModelDir::save(&model_dir, &cfg.model, &weights, &tokenizer)?;
     let gguf_path = cfg.out.join("magnet-loop-tq2_0.gguf");
     let options = ExportOptions {

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use diloco::aggregate::{Aggregator, ScreenConfig};
 use diloco::codec::Codec;
+use diloco::exchange::Exchange;
 use diloco::exchange::store::ObjectStoreExchange;
 use diloco::outer::OuterOptimizer;
 use diloco::protocol::{Coordinator, CoordinatorConfig, WorkerClient};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "diloco",
+    version,
     about = "DiLoCo worker and coordinator over object storage"
 )]
 struct Cli {
@@ -77,8 +79,9 @@ enum Cmd {
         /// default 3e-3, later stages scaled alike).
         #[arg(long)]
         lr: Option<f32>,
-        /// Examples (toy, default 8) or sequences (BitNet, default 4) per inner step.
-        #[arg(long)]
+        /// Examples (toy, default 8) or sequences (BitNet, default 4) per inner step, per
+        /// worker.
+        #[arg(long = "batch-size", alias = "batch")]
         batch: Option<usize>,
         /// BitNet: warm-up steps (default: a tenth of rounds x inner steps).
         #[arg(long)]
@@ -133,13 +136,18 @@ enum Cmd {
         /// `tokenizer.json`: the model directory bitnet-model's tools read).
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Continue the run already in `--store` (after a crash or a kill): from its last
+        /// committed round, with the same model versions; starts a new run when the store
+        /// is empty.
+        #[arg(long)]
+        resume: bool,
     },
     /// BitNet: builds `--data-dir` (tokenizer with the model's vocabulary, train/val token
     /// shards) from a text corpus; run it once before starting workers on one machine.
     Prepare {
         #[command(flatten)]
         model: ModelArgs,
-        /// Corpus directory of `*.txt` files (default: MAGNET_CORPUS, then the workspace's).
+        /// Corpus directory of `*.txt` files (default: MAGNET_CORPUS, then the shipped corpus).
         #[arg(long)]
         corpus: Option<PathBuf>,
     },
@@ -221,6 +229,7 @@ fn main() -> Result<()> {
             eval_windows,
             eval_every,
             save,
+            resume,
         } => {
             let side = model::coordinator_side(&common.model, eval_windows, score)?;
             let mut eval = side.eval;
@@ -232,26 +241,35 @@ fn main() -> Result<()> {
                 step_codec,
                 checkpoint_every: 1,
             };
-            let initial_loss = eval.loss(&side.init)?;
-            eprintln!("coordinator: initial val loss {initial_loss:.4}");
-            let mut coord = Coordinator::start(&ex, side.init, cfg)?;
+            let stored = resume && ex.get(&diloco::protocol::global_key(0))?.is_some();
+            let (mut coord, done) = if stored {
+                let (c, done) = Coordinator::resume(&ex, cfg)
+                    .with_context(|| format!("resuming the run in {}", common.store))?;
+                eprintln!("coordinator: resumed after round {done}");
+                (c, done)
+            } else {
+                (Coordinator::start(&ex, side.init, cfg)?, 0)
+            };
+            let initial_loss = eval.loss(coord.global())?;
+            eprintln!("coordinator: val loss {initial_loss:.4} after round {done}");
             if let Some(scorer) = side.scorer {
                 coord = coord.with_scorer(scorer);
             }
             let poll = Duration::from_millis(common.poll_ms);
             let deadline = Duration::from_millis(deadline_ms);
             let start = Instant::now();
-            while diloco::protocol::members_for(&ex, 1)?.len() < min_workers
+            while !stored
+                && diloco::protocol::members_for(&ex, 1)?.len() < min_workers
                 && start.elapsed() < deadline
             {
                 std::thread::sleep(poll);
             }
             let mut manifests = Vec::new();
-            let mut curve = vec![serde_json::json!({"round": 0, "val_loss": initial_loss})];
+            let mut curve = vec![serde_json::json!({"round": done, "val_loss": initial_loss})];
             let (mut uplink, mut step_bytes) = (0u64, 0u64);
             // The last round is always evaluated: this ends as the final model's loss.
             let mut final_loss = initial_loss;
-            for round in 1..=common.rounds {
+            for round in done + 1..=common.rounds {
                 let grace = grace_ms.map(Duration::from_millis);
                 let (members, objects) =
                     coord.collect_with_grace(&ex, round, deadline, grace, poll)?;
@@ -287,6 +305,7 @@ fn main() -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "setup": side.describe,
+                    "resumed_after": stored.then_some(done),
                     "initial_loss": initial_loss,
                     "final_loss": final_loss,
                     "val_curve": curve,

@@ -168,9 +168,8 @@ mod bitnet {
     use bitnet_model::ModelConfig;
     use bitnet_model::data::{TextTokenizer, TokenData, find_corpus, prepare_dataset};
     use bitnet_model::store::ModelDir;
-    use bitnet_model::train::{TrainConfig, Trainer};
     use burn::tensor::Device;
-    use diloco::bitnet::{BitnetWorker, model_config, to_weights};
+    use diloco::bitnet::{BitnetWorker, WorkerSpec, model_config};
     use diloco::params::ParamMap;
     use diloco::trainer::LocalTrainer;
     use std::path::{Path, PathBuf};
@@ -192,63 +191,43 @@ mod bitnet {
         Ok((model, data))
     }
 
-    /// bitnet-model's default two-stage schedule over `steps` steps.
-    fn train_config(a: &ModelArgs, seed: u64, batch: usize, steps: usize) -> TrainConfig {
-        TrainConfig {
-            seed,
-            steps: steps.max(1),
-            batch_size: batch,
-            seq_len: a.seq_len,
-            warmup_steps: (steps / 10).max(1),
-            eval_every: 0,
-            ..TrainConfig::default()
-        }
-    }
-
+    /// The coordinator's held-out scorer: never trains (its batch only sets how many
+    /// windows one eval forward holds); its seeded initial weights are version 0.
     fn evaluator(
         a: &ModelArgs,
         model: &ModelConfig,
         data: &TokenData,
         windows: usize,
     ) -> Result<BitnetWorker> {
-        // Never trains: its batch only sets how many windows one eval forward holds.
-        let mut cfg = train_config(a, a.seed, windows.max(1), 1);
-        cfg.eval_windows = windows.max(1);
-        Ok(BitnetWorker {
-            trainer: Trainer::new(model.clone(), cfg, data.clone(), &Device::flex())?,
-            probe: Vec::new(),
-            probe_batch: 0,
-        })
+        let windows = windows.max(1);
+        Ok(
+            WorkerSpec::new(model.clone(), 0, 1, 1, windows, a.seq_len, a.seed)
+                .eval_windows(windows)
+                .build(data, &Device::flex())?,
+        )
     }
 
     pub(super) fn bitnet_worker(a: &ModelArgs, o: &WorkerOpts) -> Result<Box<dyn LocalTrainer>> {
-        let (model, mut data) = load(a)?;
-        let shards = o.shards.max(1);
-        data.train = data.train.shard(o.id as usize % shards, shards);
-        let mut cfg = train_config(
-            a,
-            a.seed + 1 + u64::from(o.id),
-            o.batch.unwrap_or(4),
+        let (model, data) = load(a)?;
+        let mut spec = WorkerSpec::new(
+            model,
+            o.id as usize,
+            o.shards,
             o.total_steps,
+            o.batch.unwrap_or(4),
+            a.seq_len,
+            a.seed + 1 + u64::from(o.id),
         );
         if let Some(lr) = o.lr {
-            // Keep the schedule's shape: every stage's rate scales with the peak.
-            let s = f64::from(lr) / cfg.lr;
-            cfg.lr *= s;
-            cfg.lr_stage1_end *= s;
-            cfg.lr_stage2 *= s;
-            cfg.lr_final *= s;
+            spec = spec.peak_lr(f64::from(lr));
         }
         if let Some(w) = o.warmup {
-            cfg.warmup_steps = w;
+            spec = spec.warmup(w);
         }
-        let trainer = Trainer::new(model, cfg, data, &Device::flex())
+        let worker = spec
+            .build(&data, &Device::flex())
             .with_context(|| format!("worker {}: building the trainer", o.id))?;
-        Ok(Box::new(BitnetWorker {
-            trainer,
-            probe: Vec::new(),
-            probe_batch: 0,
-        }))
+        Ok(Box::new(worker))
     }
 
     pub(super) fn bitnet_coordinator(
@@ -285,7 +264,7 @@ mod bitnet {
         let model = model_config(&a.model)?;
         let tok_path = data_dir(a)?.join("tokenizer.json");
         let tokenizer = TextTokenizer::load(&tok_path)?;
-        ModelDir::save(dir, &model, &to_weights(global.clone()), &tokenizer)
+        ModelDir::save(dir, &model, global, &tokenizer)
             .with_context(|| format!("saving the model to {}", dir.display()))
     }
 
