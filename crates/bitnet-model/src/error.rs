@@ -44,6 +44,33 @@ pub enum Error {
         /// What is missing or wrong, naming the key or tensor.
         message: String,
     },
+    /// gguf-io refused or failed on a GGUF file (its typed error kept as the source).
+    #[error("GGUF `{path}`: {source}")]
+    Gguf {
+        /// The file.
+        path: String,
+        /// What gguf-io reported (names the key, tensor or byte offset).
+        #[source]
+        source: gguf_io::Error,
+    },
+    /// A safetensors file is malformed (the `safetensors` crate's error kept as the source).
+    #[error("safetensors `{path}`: {source}")]
+    Safetensors {
+        /// The file.
+        path: String,
+        /// What the parser reported.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// A tokenizer could not be built or run (the `tokenizers` error kept as the source).
+    #[error("tokenizer {what}: {source}")]
+    Tokenizer {
+        /// The file or step.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: tokenizers::Error,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

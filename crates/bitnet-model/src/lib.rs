@@ -33,12 +33,14 @@
 //! [`data`] (corpus, tokenizer, language mix, shards), [`train`] (trainer, schedule,
 //! checkpoints, loop), [`store`] (safetensors, model directory), [`weights`] (the named
 //! tensor exchange format), [`runtime`] (packed CPU inference), [`export`] (GGUF),
+//! [`hf`] (Hugging Face checkpoints),
 //! `plot` (feature `plot`: PNG line charts for loss curves).
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod hf;
 pub mod model;
 #[cfg(feature = "plot")]
 pub mod plot;

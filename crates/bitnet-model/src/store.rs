@@ -9,9 +9,10 @@
 //! | `model.safetensors` | latent f32 weights under canonical llama.cpp names, `[out, in]` matrices |
 //! | `tokenizer.json` | the byte-level BPE (Hugging Face format) |
 //!
-//! The safetensors codec is written here (about 100 lines) rather than taken from burn's
-//! store, because burn's names follow the module tree while every other consumer
-//! (runtime, GGUF, DiLoCo) wants the canonical names.
+//! Reading goes through the `safetensors` crate (memory-mapped, every float dtype); the
+//! names are ours rather than burn's module-tree names because every consumer (runtime,
+//! GGUF, DiLoCo) wants the canonical ones. [`ModelDir::open`] also opens GGUF files and
+//! Hugging Face folders into the same type.
 
 use crate::config::ModelConfig;
 use crate::data::TextTokenizer;
@@ -26,9 +27,6 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// `tokenizer.json` in a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-
-/// Largest safetensors header accepted (bounds the allocation for hostile files).
-const MAX_HEADER: u64 = 64 << 20;
 
 /// Encodes tensors (all f32) and string metadata as safetensors bytes.
 pub fn encode_safetensors(weights: &WeightMap, metadata: &BTreeMap<String, String>) -> Vec<u8> {
@@ -60,78 +58,42 @@ pub fn encode_safetensors(weights: &WeightMap, metadata: &BTreeMap<String, Strin
     out
 }
 
-/// Decodes safetensors bytes holding f32 tensors; `what` names the source in errors.
+/// Decodes safetensors bytes (any float dtype: F32, F16, BF16, F64, converted to f32) with
+/// the `safetensors` crate, which validates the header (length ≤ 100 MB, offsets, dtype
+/// sizes) before any tensor is touched; `what` names the source in errors.
 pub fn decode_safetensors(
     bytes: &[u8],
     what: &str,
 ) -> Result<(WeightMap, BTreeMap<String, String>)> {
-    let bad = |m: String| Error::data(what, m);
-    if bytes.len() < 8 {
-        return Err(bad(format!(
-            "{} bytes, too short for a header",
-            bytes.len()
-        )));
-    }
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    if n > MAX_HEADER || 8 + n > bytes.len() as u64 {
-        return Err(bad(format!(
-            "header length {n} exceeds the file ({} bytes)",
-            bytes.len()
-        )));
-    }
-    let data = &bytes[8 + n as usize..];
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + n as usize])
-            .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|source| Error::Safetensors {
+            path: what.to_string(),
+            source,
+        })?;
+    let metadata: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|source| Error::Safetensors {
+        path: what.to_string(),
+        source,
+    })?;
     let mut weights = WeightMap::new();
-    let mut metadata = BTreeMap::new();
-    for (name, entry) in header {
-        if name == "__metadata__" {
-            if let Some(obj) = entry.as_object() {
-                for (k, v) in obj {
-                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-                }
-            }
-            continue;
-        }
-        let tensor_err = |m: &str| Error::Weights {
-            name: name.clone(),
-            message: format!("{what}: {m}"),
-        };
-        let dtype = entry.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
-        if dtype != "F32" {
-            return Err(tensor_err(&format!(
-                "dtype `{dtype}`, only F32 is supported"
-            )));
-        }
-        let shape: Vec<usize> = entry
-            .get("shape")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| tensor_err("missing or invalid shape"))?;
-        let offsets: [usize; 2] = entry
-            .get("data_offsets")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| tensor_err("missing or invalid data_offsets"))?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| tensor_err("shape overflows"))?;
-        let [a, b] = offsets;
-        if a > b || b > data.len() || b - a != count.saturating_mul(4) {
-            return Err(tensor_err(&format!(
-                "data_offsets [{a}, {b}] do not fit shape {shape:?} in {} data bytes",
-                data.len()
-            )));
-        }
-        let values = data[a..b]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+    for (name, view) in st.iter() {
+        let data = crate::hf::tensor_to_f32(&view, name).map_err(|e| match e {
+            Error::Weights { name, message } => Error::Weights {
+                name,
+                message: format!("{what}: {message}"),
+            },
+            other => other,
+        })?;
         weights.insert(
-            name,
+            name.to_string(),
             NamedTensor {
-                shape,
-                data: values,
+                shape: view.shape().to_vec(),
+                data,
             },
         );
     }
@@ -147,10 +109,12 @@ pub fn save_safetensors(
     write_atomic(path, &encode_safetensors(weights, metadata))
 }
 
-/// Reads a safetensors file of f32 tensors.
+/// Reads a safetensors file of float tensors (memory-mapped, converted to f32).
 pub fn load_safetensors(path: &Path) -> Result<(WeightMap, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_safetensors(&bytes, &path.display().to_string())
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: read-only map; as with any map the file must not change while open.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    decode_safetensors(&map, &path.display().to_string())
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves a torn file.
@@ -171,6 +135,27 @@ pub struct ModelDir {
     pub weights: WeightMap,
     /// Tokenizer.
     pub tokenizer: TextTokenizer,
+    /// Token prepended to every text when [`ModelDir::add_bos`] (GGUF
+    /// `tokenizer.ggml.bos_token_id`, HF `bos_token_id`).
+    pub bos_id: Option<u32>,
+    /// End-of-text token (generation stops there).
+    pub eos_id: u32,
+    /// Whether texts start with BOS (GGUF `tokenizer.ggml.add_bos_token`, HF
+    /// `add_bos_token`; our own directories: no).
+    pub add_bos: bool,
+    /// What was loaded.
+    pub source: ModelSource,
+}
+
+/// The kind of model a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// Our model directory (`config.toml`, `model.safetensors`, `tokenizer.json`).
+    Directory,
+    /// A GGUF file.
+    Gguf,
+    /// A Hugging Face folder (`config.json`, safetensors shards, `tokenizer.json`).
+    HuggingFace,
 }
 
 impl ModelDir {
@@ -198,12 +183,80 @@ impl ModelDir {
                 ),
             });
         }
+        let eos_id = tokenizer.eos_id();
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             weights,
             tokenizer,
+            bos_id: None,
+            eos_id,
+            add_bos: false,
+            source: ModelSource::Directory,
         })
+    }
+
+    /// Opens any model path: our model directory, a `.gguf` file (any producer, see
+    /// [`crate::export::import`]) or a Hugging Face folder (see [`crate::hf`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_file() {
+            let imported = crate::export::import_gguf(path)?;
+            let vocab = imported.vocab.ok_or_else(|| Error::Import {
+                path: path.display().to_string(),
+                message: "the file has no tokenizer (tokenizer.ggml.model)".into(),
+            })?;
+            let tokenizer = vocab.to_text_tokenizer()?;
+            return Ok(Self {
+                dir: path.to_path_buf(),
+                config: imported.config,
+                weights: imported.weights,
+                tokenizer,
+                bos_id: vocab.bos_id,
+                eos_id: vocab.eos_id,
+                add_bos: vocab.add_bos && vocab.bos_id.is_some(),
+                source: ModelSource::Gguf,
+            });
+        }
+        if path.join(CONFIG_FILE).is_file() {
+            return Self::load(path);
+        }
+        if crate::hf::is_hf_folder(path) {
+            let hf = crate::hf::load_hf(path)?;
+            let tokenizer = hf.tokenizer.ok_or_else(|| Error::Import {
+                path: path.display().to_string(),
+                message: "the folder has no tokenizer.json".into(),
+            })?;
+            let eos_id = hf.eos_id.unwrap_or_else(|| tokenizer.eos_id());
+            return Ok(Self {
+                dir: path.to_path_buf(),
+                config: hf.config,
+                weights: hf.weights,
+                tokenizer,
+                bos_id: hf.bos_id,
+                eos_id,
+                add_bos: hf.add_bos && hf.bos_id.is_some(),
+                source: ModelSource::HuggingFace,
+            });
+        }
+        Err(Error::Import {
+            path: path.display().to_string(),
+            message: format!(
+                "not a model: expected a .gguf file, a directory with {CONFIG_FILE} or a Hugging \
+                 Face folder with config.json"
+            ),
+        })
+    }
+
+    /// Token ids of `text` as the model expects them: BOS first when [`ModelDir::add_bos`].
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.add_bos
+            && let Some(b) = self.bos_id
+        {
+            ids.push(b);
+        }
+        ids.extend(self.tokenizer.encode(text)?);
+        Ok(ids)
     }
 
     /// Writes a model directory (creating it).
@@ -264,9 +317,15 @@ mod tests {
     }
 
     #[test]
-    fn wrong_dtype_names_the_tensor() {
+    fn bf16_tensors_read_and_integer_ones_are_named() {
         let header =
-            br#"{"blk.0.attn_q.weight":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]}}"#;
+            br#"{"blk.0.attn_norm.weight":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&half::bf16::from_f32(1.5).to_le_bytes());
+        let (w, _) = decode_safetensors(&bytes, "x.safetensors").unwrap();
+        assert_eq!(w["blk.0.attn_norm.weight"].data, [1.5]);
+        let header = br#"{"blk.0.attn_q.weight":{"dtype":"I16","shape":[1],"data_offsets":[0,2]}}"#;
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header);
         bytes.extend_from_slice(&[0, 0]);
@@ -274,7 +333,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("blk.0.attn_q.weight") && err.contains("BF16"),
+            err.contains("blk.0.attn_q.weight") && err.contains("I16"),
             "{err}"
         );
     }

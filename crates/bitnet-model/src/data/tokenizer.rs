@@ -64,7 +64,9 @@ impl TextTokenizer {
         Self::from_tokenizer(tokenizer)
     }
 
-    fn from_tokenizer(inner: Tokenizer) -> Result<Self> {
+    /// Wraps a Hugging Face tokenizer (any model; byte lengths are counted for byte-level
+    /// vocabularies).
+    pub fn from_tokenizer(inner: Tokenizer) -> Result<Self> {
         let n = inner.get_vocab_size(true);
         let byte_level = ByteLevel::alphabet();
         let mut token_bytes = Vec::with_capacity(n);

@@ -1,5 +1,6 @@
 //! GGUF export for llama.cpp (`bitnet`, TQ2_0 / TQ1_0) and bitnet.cpp (I2_S), with the
-//! tokenizer embedded as gpt2-style BPE metadata, and import back into a model.
+//! tokenizer embedded as BPE metadata (`gpt-2` or `llama-bpe` split), and import of GGUF
+//! files from any producer back into a model.
 //!
 //! Targets refuse models they would compute differently: llama.cpp's `bitnet` graph always
 //! uses a SiLU-gated FFN and `token_embd` as the head
@@ -12,7 +13,8 @@ pub mod tokenizer;
 pub mod writer;
 
 pub use import::{ImportedModel, import_gguf, latent_from_ternary};
-pub use tokenizer::GgufVocab;
+pub use tokenizer::{GgufVocab, PreTokenizer};
 pub use writer::{
-    EmbeddingType, ExportOptions, ExportSummary, Target, TernaryType, export_gguf, plan,
+    EmbeddingType, ExportOptions, ExportSummary, Target, TernaryType, export_gguf,
+    export_gguf_with_vocab, plan,
 };

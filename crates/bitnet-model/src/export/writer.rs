@@ -165,19 +165,43 @@ pub fn export_gguf(
         path: path.display().to_string(),
         message,
     };
+    let vocab = GgufVocab::from_tokenizer(tokenizer).map_err(fail)?;
+    export_gguf_with_vocab(path, config, weights, vocab, options)
+}
+
+/// [`export_gguf`] with the vocabulary given as GGUF stores it (BOS / EOS / `add_bos`,
+/// `pre`), e.g. one read from another GGUF file or a Hugging Face `tokenizer.json`.
+pub fn export_gguf_with_vocab(
+    path: &Path,
+    config: &ModelConfig,
+    weights: &WeightMap,
+    mut vocab: GgufVocab,
+    options: &ExportOptions,
+) -> Result<ExportSummary> {
+    let fail = |message: String| Error::Export {
+        path: path.display().to_string(),
+        message,
+    };
     let (arch, format) = plan(config, options.target).map_err(fail)?;
     validate_weights(config, weights)?;
-    if tokenizer.vocab_size() > config.vocab_size {
+    if vocab.tokens.len() > config.vocab_size {
         return Err(fail(format!(
             "the tokenizer has {} tokens, more than the model's {}",
-            tokenizer.vocab_size(),
+            vocab.tokens.len(),
             config.vocab_size
         )));
     }
-    let mut vocab = GgufVocab::from_tokenizer(tokenizer).map_err(fail)?;
+    if vocab.kind == super::tokenizer::PreTokenizer::SentencePiece {
+        return Err(fail(
+            "SentencePiece vocabularies are read, not written: their scores are not kept".into(),
+        ));
+    }
     // llama.cpp wants one token per embedding row: pad like its converter does.
     vocab.pad_to(config.vocab_size);
-    let gguf = |e: gguf_io::Error| fail(e.to_string());
+    let gguf = |source: gguf_io::Error| Error::Gguf {
+        path: path.display().to_string(),
+        source,
+    };
 
     let mut b = GgufBuilder::new();
     let k = |key: &str| format!("{arch}.{key}");
@@ -215,9 +239,9 @@ pub fn export_gguf(
         b.add_metadata(k("rope.scaling.factor"), 1.0f32)
             .map_err(gguf)?;
     }
-    b.add_metadata("tokenizer.ggml.model", "gpt2")
+    b.add_metadata("tokenizer.ggml.model", vocab.kind.model())
         .map_err(gguf)?;
-    b.add_metadata("tokenizer.ggml.pre", "gpt-2")
+    b.add_metadata("tokenizer.ggml.pre", vocab.kind.pre())
         .map_err(gguf)?;
     b.add_metadata("tokenizer.ggml.tokens", vocab.tokens)
         .map_err(gguf)?;
@@ -225,12 +249,16 @@ pub fn export_gguf(
         .map_err(gguf)?;
     b.add_metadata("tokenizer.ggml.merges", vocab.merges)
         .map_err(gguf)?;
-    b.add_metadata("tokenizer.ggml.bos_token_id", vocab.eos_id)
-        .map_err(gguf)?;
+    b.add_metadata(
+        "tokenizer.ggml.bos_token_id",
+        vocab.bos_id.unwrap_or(vocab.eos_id),
+    )
+    .map_err(gguf)?;
     b.add_metadata("tokenizer.ggml.eos_token_id", vocab.eos_id)
         .map_err(gguf)?;
-    // `genkidama eval` scores text without BOS; so must llama.cpp.
-    b.add_metadata("tokenizer.ggml.add_bos_token", false)
+    // Our models score text without BOS (`genkidama eval`), and so must llama.cpp; imported
+    // vocabularies keep what their file said.
+    b.add_metadata("tokenizer.ggml.add_bos_token", vocab.add_bos)
         .map_err(gguf)?;
     b.add_metadata("tokenizer.ggml.add_eos_token", false)
         .map_err(gguf)?;
@@ -280,7 +308,7 @@ pub fn export_gguf(
     }
     w.finish().map_err(gguf)?;
     let bytes = std::fs::metadata(path)
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| Error::io(path, e))?
         .len();
     Ok(ExportSummary {
         architecture: arch.into(),
