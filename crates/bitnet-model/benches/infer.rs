@@ -5,6 +5,12 @@
 //!
 //! Environment: `MAGNET_BENCH_LARGE` (default `genkidama-363m`; `none` skips it),
 //! `MAGNET_BENCH_THREADS` (default: all cores), `MAGNET_BENCH_REPEATS` (default 3).
+//!
+//! With `MAGNET_BENCH_GGUF=<file>` it instead measures one GGUF file once, the way
+//! `cargo xtask bench peer-infer` alternates it with llama.cpp: load to first token
+//! (`PackedModel::from_gguf` plus a one-token forward), prefill of `MAGNET_BENCH_PROMPT`
+//! tokens (default 256), `MAGNET_BENCH_GEN` decode steps (default 32), and the machine's
+//! read bandwidth at the same thread count; it prints one JSON line after `PEER_INFER_JSON `.
 
 use bitnet_model::ModelConfig;
 use bitnet_model::runtime::{
@@ -54,7 +60,102 @@ fn measure<P: Projection>(
     (median(prompt_tps), median(gen_tps))
 }
 
+/// Read bandwidth (bytes/s) with `threads` threads: the median of 5 passes of a u64 sum
+/// over a 1 GiB buffer (each thread one contiguous part), the reference a decoder that
+/// streams its weights once per token is limited by.
+fn read_bandwidth(threads: usize) -> f64 {
+    use rayon::prelude::*;
+    let words = (1usize << 30) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = pool.install(|| {
+            buf.par_chunks(words.div_ceil(threads))
+                .map(|c| {
+                    // Eight independent lanes so the loop vectorizes and is not latency bound.
+                    let mut acc = [0u64; 8];
+                    for w in c.chunks_exact(8) {
+                        for i in 0..8 {
+                            acc[i] = acc[i].wrapping_add(w[i]);
+                        }
+                    }
+                    acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                })
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        std::hint::black_box(s);
+        rates.push((words * 8) as f64 / t.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
+/// One measurement of a GGUF file (see the module docs).
+fn gguf_mode(path: &str) {
+    let threads = env_usize("MAGNET_BENCH_THREADS", 1);
+    let prompt_len = env_usize("MAGNET_BENCH_PROMPT", 256);
+    let gen_len = env_usize("MAGNET_BENCH_GEN", 32);
+    let t = Instant::now();
+    let (model, info) = PackedModel::from_gguf(path, Threads(threads)).expect("load gguf");
+    let mut cache = model.new_cache();
+    model
+        .forward(&mut cache, &[1], bitnet_model::runtime::Logits::Last)
+        .expect("first token");
+    let load_s = t.elapsed().as_secs_f64();
+    let vocab = model.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..prompt_len as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
+    let mut cache = model.new_cache();
+    let t = Instant::now();
+    let logits = model
+        .forward(&mut cache, &prompt, bitnet_model::runtime::Logits::Last)
+        .expect("prefill");
+    let prefill_s = t.elapsed().as_secs_f64();
+    let mut next = argmax(&logits);
+    let t = Instant::now();
+    for _ in 0..gen_len {
+        let l = model
+            .forward(&mut cache, &[next], bitnet_model::runtime::Logits::Last)
+            .expect("decode");
+        next = argmax(&l);
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+    let bw = read_bandwidth(threads);
+    let row = serde_json::json!({
+        "threads": threads,
+        "load_to_first_token_s": load_s,
+        "prefill_tokens": prompt_len,
+        "prefill_tokens_per_s": prompt_len as f64 / prefill_s,
+        "decode_tokens": gen_len,
+        "decode_tokens_per_s": gen_len as f64 / decode_s,
+        "packed_bytes": info.packed_bytes,
+        "projection_types": info.projection_types,
+        "kernel_path": ternary_core::KernelPath::from_env().map_or("?", ternary_core::KernelPath::name),
+        "read_bandwidth_bytes_per_s": bw,
+    });
+    println!("PEER_INFER_JSON {row}");
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0 as u32
+}
+
 fn main() {
+    if let Ok(path) = std::env::var("MAGNET_BENCH_GGUF") {
+        gguf_mode(&path);
+        return;
+    }
     let out = std::env::var("MAGNET_BENCH_OUT").unwrap_or_else(|_| "target/bench".into());
     let threads = env_usize(
         "MAGNET_BENCH_THREADS",

@@ -236,3 +236,163 @@ fn same_seed_same_generation() {
         logits = packed.forward(&mut cache, &[t], Logits::Last).unwrap();
     }
 }
+
+mod from_gguf {
+    use super::*;
+    use bitnet_model::data::tokenizer::TextTokenizer;
+    use bitnet_model::export::{
+        EmbeddingType, ExportOptions, Target, TernaryType, export_gguf, import_gguf,
+    };
+    use bitnet_model::runtime::load::MAX_CONTEXT;
+    use gguf_io::{GgmlType, GgufBuilder, GgufFile, Value};
+    use std::path::Path;
+
+    fn tokenizer() -> TextTokenizer {
+        let texts: Vec<String> = (0..20)
+            .map(|i| format!("packed weights load straight from the file {i}"))
+            .collect();
+        TextTokenizer::train(texts.iter().map(String::as_str), 300).unwrap()
+    }
+
+    /// The shared prompt, inside a vocabulary of `vocab` tokens.
+    fn prompt(vocab: usize) -> Vec<u32> {
+        PROMPT.iter().map(|&t| t % vocab as u32).collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Copies `src` to `dst`, replacing metadata values and optionally one tensor's type.
+    fn rewrite(src: &Path, dst: &Path, meta: &[(&str, Value)], retype: Option<(&str, GgmlType)>) {
+        let f = GgufFile::open(src).unwrap();
+        let mut b = GgufBuilder::new();
+        for (k, v) in f.metadata().iter() {
+            if k == "general.alignment" {
+                continue;
+            }
+            let v = meta
+                .iter()
+                .find(|(m, _)| *m == k)
+                .map_or(v.clone(), |(_, v)| v.clone());
+            b.add_metadata(k, v).unwrap();
+        }
+        let mut datas = Vec::new();
+        for t in f.views() {
+            let (ty, data) = match retype {
+                Some((n, ty)) if n == t.name() => {
+                    let n_bytes = ty.n_bytes(t.dims()).unwrap() as usize;
+                    (ty, vec![0u8; n_bytes])
+                }
+                _ => (t.ty(), t.data().to_vec()),
+            };
+            b.add_tensor(t.name(), t.dims(), ty).unwrap();
+            datas.push((t.name().to_string(), data));
+        }
+        let mut w = b.create(dst).unwrap();
+        for (n, d) in &datas {
+            w.write_tensor(n, d).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn packed_tensors_load_as_stored_with_the_f32_detours_logits() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = tokenizer();
+        let mut config = small(Activation::Silu);
+        config.vocab_size = tok.vocab_size();
+        let w = random_weights(&config, 21);
+        for (target, format) in [
+            (Target::LlamaCpp(TernaryType::Tq2_0), Format::Tq2_0),
+            (Target::LlamaCpp(TernaryType::Tq1_0), Format::Tq1_0),
+            (Target::BitnetCpp, Format::I2S),
+        ] {
+            let path = dir.path().join(format!("{format}.gguf"));
+            let export = ExportOptions {
+                target,
+                embedding: EmbeddingType::F32,
+                name: "t".into(),
+            };
+            export_gguf(&path, &config, &w, &tok, &export).unwrap();
+            let p = prompt(config.vocab_size);
+            let (direct, info) = PackedModel::from_gguf(&path, Threads(2)).unwrap();
+            assert_eq!(info.projection_types, vec![(format.name().to_string(), 14)]);
+            assert_eq!(info.packed_bytes, direct.packed_bytes());
+            let got = direct
+                .forward(&mut direct.new_cache(), &p, Logits::All)
+                .unwrap();
+            // The same packed matrices built from the latent weights: bit for bit.
+            let packed = PackedModel::from_weights(&config, &w, options_for(format)).unwrap();
+            let same = packed
+                .forward(&mut packed.new_cache(), &p, Logits::All)
+                .unwrap();
+            assert_eq!(bits(&got), bits(&same), "{format}");
+            // The f32 detour (import, then re-pack as I2_S): equal up to the rounding of the
+            // reconstructed per-tensor scale and the int8 near-ties it can flip.
+            let imported = import_gguf(&path).unwrap();
+            let detour =
+                PackedModel::from_weights(&config, &imported.weights, options(Format::I2S))
+                    .unwrap();
+            let slow = detour
+                .forward(&mut detour.new_cache(), &p, Logits::All)
+                .unwrap();
+            let diff = max_abs_diff(&got, &slow);
+            assert!(
+                diff <= 0.03 * max_abs(&slow),
+                "{format}: {diff} vs {}",
+                max_abs(&slow)
+            );
+        }
+    }
+
+    fn options_for(format: Format) -> PackOptions {
+        options(format)
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = tokenizer();
+        let mut config = small(Activation::Silu);
+        config.vocab_size = tok.vocab_size();
+        let w = random_weights(&config, 3);
+        let good = dir.path().join("good.gguf");
+        export_gguf(&good, &config, &w, &tok, &ExportOptions::llama_cpp()).unwrap();
+        let bad = dir.path().join("bad.gguf");
+        let err = |meta: &[(&str, Value)], retype: Option<(&str, GgmlType)>| {
+            rewrite(&good, &bad, meta, retype);
+            PackedModel::from_gguf(&bad, Threads(1))
+                .unwrap_err()
+                .to_string()
+        };
+        // A context of 2^40 positions (a KV cache sized from it would be petabytes).
+        let e = err(&[("bitnet.context_length", Value::U64(1 << 40))], None);
+        assert!(e.contains("exceeds the supported"), "{e}");
+        // A layer count the file cannot hold.
+        let e = err(&[("bitnet.block_count", Value::U32(1 << 30))], None);
+        assert!(e.contains("layers, but the file has only"), "{e}");
+        // A hidden size that disagrees with the tensors (nothing is sized from it).
+        let e = err(&[("bitnet.embedding_length", Value::U32(1 << 31))], None);
+        assert!(
+            e.contains("metadata implies") || e.contains("hidden_size"),
+            "{e}"
+        );
+        // A projection type the runtime cannot read.
+        let e = err(&[], Some(("blk.0.attn_q.weight", GgmlType::IQ2_XXS)));
+        assert!(e.contains("blk.0.attn_q.weight"), "{e}");
+        // The largest accepted context loads, and costs nothing until positions are fed.
+        rewrite(
+            &good,
+            &bad,
+            &[("bitnet.context_length", Value::U32(MAX_CONTEXT as u32))],
+            None,
+        );
+        let (m, _) = PackedModel::from_gguf(&bad, Threads(1)).unwrap();
+        let mut cache = m.new_cache();
+        assert_eq!(cache.capacity(), MAX_CONTEXT);
+        m.forward(&mut cache, &prompt(config.vocab_size), Logits::Last)
+            .unwrap();
+        assert_eq!(cache.len(), PROMPT.len());
+    }
+}

@@ -8,6 +8,7 @@
 //! `output_norm` and the tied embedding (or `output.weight`) as the head.
 
 pub mod generate;
+pub mod load;
 pub mod model;
 pub mod ops;
 pub mod packed;
@@ -15,6 +16,7 @@ pub mod reference;
 pub mod sampling;
 
 pub use generate::{GenerateOptions, Generation, TextStream};
+pub use load::{GgufLoad, gguf_config};
 pub use model::{KvCache, Logits, Projection, Threads, Transformer};
 pub use packed::{PackOptions, PackedModel, PackedProjection};
 pub use reference::{DenseProjection, ReferenceModel};

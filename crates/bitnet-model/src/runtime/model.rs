@@ -21,6 +21,18 @@ pub trait Projection: Send + Sync {
     fn prepare(&self, x: &[f32], rows: usize) -> Result<Self::Input>;
     /// Writes `rows × out_features()` outputs.
     fn apply(&self, input: &Self::Input, rows: usize, out: &mut [f32]) -> Result<()>;
+    /// Several projections of the same input (q/k/v, gate/up), each into its own output.
+    /// The packed runtime runs them in one parallel region (one join instead of one per
+    /// projection); the default applies them one after the other.
+    fn apply_many(parts: &mut [(&Self, &mut [f32])], input: &Self::Input, rows: usize) -> Result<()>
+    where
+        Self: Sized,
+    {
+        for (p, out) in parts.iter_mut() {
+            p.apply(input, rows, out)?;
+        }
+        Ok(())
+    }
 }
 
 /// How many CPU threads a model uses (0 = rayon's default, one per core).
@@ -61,13 +73,16 @@ impl<P> std::fmt::Debug for Transformer<P> {
     }
 }
 
-/// Keys and values of every layer for the positions seen so far.
+/// Keys and values of every layer for the positions seen so far. Memory grows with the
+/// positions actually fed (a file's context length only bounds them), so a huge declared
+/// context costs nothing until it is used.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     len: usize,
     capacity: usize,
+    kv_dim: usize,
 }
 
 impl KvCache {
@@ -117,6 +132,24 @@ impl<P: Projection> Transformer<P> {
     ) -> Result<Self> {
         config.validate()?;
         validate_weights(config, weights)?;
+        Self::assemble(
+            config,
+            threads,
+            |name| Ok(take(weights, name).data),
+            |name| make(name, &weights[name]),
+        )
+    }
+
+    /// Builds the model from a source of named tensors: `dense(name)` gives the f32 data of
+    /// an embedding, head or norm (its canonical shape already checked by the caller),
+    /// `proj(name)` a projection.
+    pub(crate) fn assemble(
+        config: &ModelConfig,
+        threads: Threads,
+        mut dense: impl FnMut(&str) -> Result<Vec<f32>>,
+        mut proj: impl FnMut(&str) -> Result<P>,
+    ) -> Result<Self> {
+        config.validate()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.0)
             .build()
@@ -126,29 +159,32 @@ impl<P: Projection> Transformer<P> {
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let name = |n: &str| format!("blk.{i}.{n}.weight");
-            let mut proj = |n: &str| {
-                let key = name(n);
-                make(&key, &weights[&key])
-            };
+            let mut p = |n: &str| proj(&name(n));
+            let (q, k, v, o) = (p("attn_q")?, p("attn_k")?, p("attn_v")?, p("attn_output")?);
+            let (gate, up, down) = (p("ffn_gate")?, p("ffn_up")?, p("ffn_down")?);
             blocks.push(Block {
-                q: proj("attn_q")?,
-                k: proj("attn_k")?,
-                v: proj("attn_v")?,
-                o: proj("attn_output")?,
-                gate: proj("ffn_gate")?,
-                up: proj("ffn_up")?,
-                down: proj("ffn_down")?,
-                attn_norm: take(weights, &name("attn_norm")).data,
-                attn_sub_norm: take(weights, &name("attn_sub_norm")).data,
-                ffn_norm: take(weights, &name("ffn_norm")).data,
-                ffn_sub_norm: take(weights, &name("ffn_sub_norm")).data,
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                attn_norm: dense(&name("attn_norm"))?,
+                attn_sub_norm: dense(&name("attn_sub_norm"))?,
+                ffn_norm: dense(&name("ffn_norm"))?,
+                ffn_sub_norm: dense(&name("ffn_sub_norm"))?,
             });
         }
         Ok(Self {
             config: config.clone(),
-            token_embd: take(weights, "token_embd.weight").data,
-            output: (!config.tied_embeddings).then(|| take(weights, "output.weight").data),
-            output_norm: take(weights, "output_norm.weight").data,
+            token_embd: dense("token_embd.weight")?,
+            output: if config.tied_embeddings {
+                None
+            } else {
+                Some(dense("output.weight")?)
+            },
+            output_norm: dense("output_norm.weight")?,
             blocks,
             rope: Rope::new(config.head_dim(), config.context_length, config.rope_theta),
             pool: Arc::new(pool),
@@ -172,14 +208,14 @@ impl<P: Projection> Transformer<P> {
         self.pool.current_num_threads()
     }
 
-    /// An empty KV cache sized for the context length.
+    /// An empty KV cache for up to the context length (it allocates as positions come).
     pub fn new_cache(&self) -> KvCache {
-        let n = self.config.context_length * self.config.kv_dim();
         KvCache {
-            keys: vec![vec![0.0; n]; self.config.n_layers],
-            values: vec![vec![0.0; n]; self.config.n_layers],
+            keys: vec![Vec::new(); self.config.n_layers],
+            values: vec![Vec::new(); self.config.n_layers],
             len: 0,
             capacity: self.config.context_length,
+            kv_dim: self.config.kv_dim(),
         }
     }
 
@@ -211,7 +247,10 @@ impl<P: Projection> Transformer<P> {
                 ),
             });
         }
-        if cache.keys.len() != c.n_layers || cache.keys[0].len() != cache.capacity * c.kv_dim() {
+        if cache.keys.len() != c.n_layers
+            || cache.kv_dim != c.kv_dim()
+            || cache.capacity != c.context_length
+        {
             return Err(Error::Inference {
                 message: "the KV cache was made for another model".into(),
             });
@@ -243,17 +282,21 @@ impl<P: Projection> Transformer<P> {
         for (layer, b) in self.blocks.iter().enumerate() {
             ops::rms_norm(&x, &b.attn_norm, c.norm_eps, &mut h);
             let input = b.q.prepare(&h, n)?;
-            b.q.apply(&input, n, &mut q)?;
-            b.k.apply(&input, n, &mut k)?;
-            b.v.apply(&input, n, &mut v)?;
+            P::apply_many(
+                &mut [(&b.q, &mut q), (&b.k, &mut k), (&b.v, &mut v)],
+                &input,
+                n,
+            )?;
             for t in 0..n {
                 self.rope.apply(&mut q[t * d..(t + 1) * d], start + t);
                 self.rope.apply(&mut k[t * kv..(t + 1) * kv], start + t);
             }
-            let keys = &mut cache.keys[layer][start * kv..(start + n) * kv];
-            keys.copy_from_slice(&k);
-            let values = &mut cache.values[layer][start * kv..(start + n) * kv];
-            values.copy_from_slice(&v);
+            let keys = &mut cache.keys[layer];
+            keys.truncate(start * kv);
+            keys.extend_from_slice(&k);
+            let values = &mut cache.values[layer];
+            values.truncate(start * kv);
+            values.extend_from_slice(&v);
             self.attention(
                 &q,
                 &cache.keys[layer],
@@ -268,8 +311,7 @@ impl<P: Projection> Transformer<P> {
 
             ops::rms_norm(&x, &b.ffn_norm, c.norm_eps, &mut h);
             let input = b.gate.prepare(&h, n)?;
-            b.gate.apply(&input, n, &mut gate)?;
-            b.up.apply(&input, n, &mut up)?;
+            P::apply_many(&mut [(&b.gate, &mut gate), (&b.up, &mut up)], &input, n)?;
             let act = match c.activation {
                 Activation::Silu => ops::silu,
                 Activation::ReluSquared => ops::relu_squared,

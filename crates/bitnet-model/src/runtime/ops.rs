@@ -48,32 +48,63 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[derive(Debug, Clone)]
 pub struct Rope {
     half: usize,
+    head_dim: usize,
+    theta: f32,
+    tabled: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
 
 impl Rope {
-    /// Tables for positions `0..max_positions`, frequencies `theta^(-2i / head_dim)`.
+    /// Positions with precomputed tables; later ones are computed when used, with the same
+    /// formula (so a file's huge context length does not size a table).
+    pub const TABLE_POSITIONS: usize = 4096;
+
+    /// Tables for positions `0..min(max_positions, TABLE_POSITIONS)`, frequencies
+    /// `theta^(-2i / head_dim)`.
     pub fn new(head_dim: usize, max_positions: usize, theta: f32) -> Self {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(max_positions * half);
-        let mut sin = Vec::with_capacity(max_positions * half);
-        for pos in 0..max_positions {
-            for i in 0..half {
+        let tabled = max_positions.min(Self::TABLE_POSITIONS);
+        let mut cos = Vec::with_capacity(tabled * half);
+        let mut sin = Vec::with_capacity(tabled * half);
+        for pos in 0..tabled {
+            let (c, s) = Self::angles(head_dim, theta, pos);
+            cos.extend(c);
+            sin.extend(s);
+        }
+        Self {
+            half,
+            head_dim,
+            theta,
+            tabled,
+            cos,
+            sin,
+        }
+    }
+
+    fn angles(head_dim: usize, theta: f32, pos: usize) -> (Vec<f32>, Vec<f32>) {
+        (0..head_dim / 2)
+            .map(|i| {
                 let freq = (theta as f64).powf(-2.0 * i as f64 / head_dim as f64);
                 let angle = pos as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
-        Self { half, cos, sin }
+                (angle.cos() as f32, angle.sin() as f32)
+            })
+            .unzip()
     }
 
     /// Rotates every `2 * half`-wide head of `x` in place for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.half;
-        let cos = &self.cos[pos * half..(pos + 1) * half];
-        let sin = &self.sin[pos * half..(pos + 1) * half];
+        let computed;
+        let (cos, sin) = if pos < self.tabled {
+            (
+                &self.cos[pos * half..(pos + 1) * half],
+                &self.sin[pos * half..(pos + 1) * half],
+            )
+        } else {
+            computed = Self::angles(self.head_dim, self.theta, pos);
+            (&computed.0[..], &computed.1[..])
+        };
         for head in x.chunks_exact_mut(2 * half) {
             let (a, b) = head.split_at_mut(half);
             for i in 0..half {
@@ -120,6 +151,12 @@ mod tests {
         // Element 0 rotates with element 2 by angle 1 rad (frequency theta^0).
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
         assert_eq!((x[1], x[3]), (0.0, 0.0));
+        // Positions past the table are computed with the same formula.
+        let short = Rope::new(4, 3, 10_000.0);
+        let (mut a, mut b) = ([0.3, -1.2, 2.0, 0.7], [0.3, -1.2, 2.0, 0.7]);
+        short.apply(&mut a, 7);
+        rope.apply(&mut b, 7);
+        assert_eq!(a, b);
         let mut y = [0.3, -1.2, 2.0, 0.7];
         let before: f32 = y.iter().map(|v| v * v).sum();
         rope.apply(&mut y, 5);

@@ -38,6 +38,8 @@ impl Default for PackOptions {
 pub struct PackedProjection {
     matrix: PackedMatrix,
     engine: Arc<Engine>,
+    /// Multiplies the output (llama.cpp's optional `blk.N.<proj>.scale`; 1 otherwise).
+    post_scale: f32,
 }
 
 impl PackedProjection {
@@ -64,7 +66,24 @@ impl PackedProjection {
         )
         .map_err(|e| kernel_error(name, e))?;
         let matrix = PackedMatrix::from_ternary(format, &t).map_err(|e| kernel_error(name, e))?;
-        Ok(Self { matrix, engine })
+        Ok(Self::from_matrix(matrix, engine, 1.0))
+    }
+
+    /// Wraps an already-packed matrix (`[out, in]`), its output multiplied by `post_scale`.
+    pub fn from_matrix(matrix: PackedMatrix, engine: Arc<Engine>, post_scale: f32) -> Self {
+        Self {
+            matrix,
+            engine,
+            post_scale,
+        }
+    }
+
+    fn finish(&self, out: &mut [f32]) {
+        if self.post_scale != 1.0 {
+            for v in out.iter_mut() {
+                *v *= self.post_scale;
+            }
+        }
     }
 
     /// The packed matrix.
@@ -93,12 +112,47 @@ impl Projection for PackedProjection {
     fn apply(&self, input: &QuantizedActivations, _rows: usize, out: &mut [f32]) -> Result<()> {
         self.engine
             .gemm_quantized(&self.matrix, input, out)
-            .map_err(|e| kernel_error("packed projection", e))
+            .map_err(|e| kernel_error("packed projection", e))?;
+        self.finish(out);
+        Ok(())
+    }
+
+    fn apply_many(
+        parts: &mut [(&Self, &mut [f32])],
+        input: &QuantizedActivations,
+        _rows: usize,
+    ) -> Result<()> {
+        let Some(engine) = parts.first().map(|(p, _)| p.engine.clone()) else {
+            return Ok(());
+        };
+        let mut jobs: Vec<(&PackedMatrix, &mut [f32])> = parts
+            .iter_mut()
+            .map(|(p, o)| (&p.matrix, &mut **o))
+            .collect();
+        engine
+            .gemm_many(&mut jobs, input)
+            .map_err(|e| kernel_error("packed projections", e))?;
+        for (p, o) in parts.iter_mut() {
+            p.finish(o);
+        }
+        Ok(())
     }
 }
 
 /// The packed ternary model.
 pub type PackedModel = Transformer<PackedProjection>;
+
+/// The thread count (0 = one per core) and a kernel engine that runs in the model's one
+/// rayon pool (the model installs it once per forward pass).
+pub(crate) fn engine_for(threads: Threads) -> Result<(usize, Arc<Engine>)> {
+    let threads = if threads.0 == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        threads.0
+    };
+    let engine = Engine::in_current_pool(threads).map_err(|e| kernel_error("kernel engine", e))?;
+    Ok((threads, Arc::new(engine)))
+}
 
 impl PackedModel {
     /// Packs a ternary model's latent weights. Full-precision configs are refused (run
@@ -115,12 +169,7 @@ impl PackedModel {
                     .into(),
             });
         }
-        let threads = if options.threads.0 == 0 {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        } else {
-            options.threads.0
-        };
-        let engine = Arc::new(Engine::new(threads).map_err(|e| kernel_error("kernel engine", e))?);
+        let (threads, engine) = engine_for(options.threads)?;
         Transformer::build(config, weights, Threads(threads), |name, t| {
             PackedProjection::quantize(
                 name,

@@ -1,0 +1,322 @@
+//! Loading a [`PackedModel`] straight from a GGUF file: ternary projections (TQ1_0, TQ2_0,
+//! I2_S) are taken as stored (their bytes copied out of `gguf-io`'s memory map into the
+//! kernels' block arrays, no f32 round trip and no re-quantization), embeddings, head and
+//! norms dequantized once from whatever type `gguf-io` reads (F32, F16, BF16, Q8_0,
+//! K-quants...). Projections stored in a float type are ternarized as the training forward
+//! pass does (values that are already `{-s, 0, +s}` keep exactly their codes and `s`).
+//!
+//! A hostile header cannot make the loader allocate without bound: every tensor's shape
+//! must equal what the metadata implies before its data is touched (and `gguf-io` has
+//! already checked that the data lies inside the file), the layer count must fit the
+//! tensor count, the context length is capped ([`MAX_CONTEXT`]) and the KV cache and RoPE
+//! tables grow with the positions actually used, not with the declared context.
+
+use super::model::{Threads, Transformer};
+use super::ops::QUANT_EPS;
+use super::packed::{PackedModel, PackedProjection, engine_for};
+use crate::config::{Activation, ModelConfig, WeightKind};
+use crate::error::{Error, Result};
+use gguf_io::{GgmlType, GgufFile, TensorView};
+use std::path::Path;
+use ternary_core::{Format, Granularity, PackedMatrix, TernaryWeights, quantize_absmean};
+
+/// Longest context accepted from a file.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
+/// What [`PackedModel::from_gguf`] read besides the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufLoad {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// Projections per storage type name (e.g. `[("i2_s", 168)]`).
+    pub projection_types: Vec<(String, usize)>,
+    /// Bytes of packed projection weights taken from the file.
+    pub packed_bytes: usize,
+}
+
+struct Keys<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+    path: &'a Path,
+}
+
+impl Keys<'_> {
+    fn fail(&self, message: String) -> Error {
+        Error::Import {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
+    fn gguf(&self, source: gguf_io::Error) -> Error {
+        Error::Gguf {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    fn uint(&self, k: &str) -> Result<usize> {
+        let key = self.key(k);
+        let v = self
+            .file
+            .metadata()
+            .get_uint(&key)
+            .map_err(|e| self.gguf(e))?;
+        usize::try_from(v).map_err(|_| self.fail(format!("{key} = {v} is too large")))
+    }
+
+    fn opt_uint(&self, k: &str) -> Result<Option<usize>> {
+        if self.file.metadata().contains_key(&self.key(k)) {
+            self.uint(k).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The architecture a `bitnet` / `bitnet-b1.58` / `bitnet-25` GGUF file describes, with
+/// the same rules as [`import_gguf`](crate::export::import_gguf).
+pub fn gguf_config(file: &GgufFile) -> Result<(String, ModelConfig)> {
+    let arch = file
+        .metadata()
+        .get_str("general.architecture")
+        .map_err(|source| Error::Gguf {
+            path: file.path().display().to_string(),
+            source,
+        })?
+        .to_string();
+    let keys = Keys {
+        file,
+        arch: &arch,
+        path: file.path(),
+    };
+    let activation = match arch.as_str() {
+        "bitnet" => Activation::Silu,
+        "bitnet-b1.58" | "bitnet-25" => Activation::ReluSquared,
+        other => {
+            return Err(keys.fail(format!(
+                "general.architecture `{other}` is not bitnet, bitnet-b1.58 or bitnet-25"
+            )));
+        }
+    };
+    let embd = file
+        .tensor_info("token_embd.weight")
+        .ok_or_else(|| keys.fail("tensor token_embd.weight is missing".into()))?;
+    if embd.dims().len() != 2 {
+        return Err(keys.fail(format!("token_embd.weight has dims {:?}", embd.dims())));
+    }
+    let n_layers = keys.uint("block_count")?;
+    if n_layers.saturating_mul(11) > file.tensors().len() {
+        return Err(keys.fail(format!(
+            "{} = {n_layers} layers, but the file has only {} tensors",
+            keys.key("block_count"),
+            file.tensors().len()
+        )));
+    }
+    let context_length = keys.uint("context_length")?;
+    if context_length > MAX_CONTEXT {
+        return Err(keys.fail(format!(
+            "{} = {context_length} exceeds the supported {MAX_CONTEXT}",
+            keys.key("context_length")
+        )));
+    }
+    let n_heads = keys.uint("attention.head_count")?;
+    let m = file.metadata();
+    let float = |k: &str| -> Result<Option<f64>> {
+        let key = keys.key(k);
+        if m.contains_key(&key) {
+            m.get_float(&key).map(Some).map_err(|e| keys.gguf(e))
+        } else {
+            Ok(None)
+        }
+    };
+    let config = ModelConfig {
+        vocab_size: usize::try_from(embd.dims()[1])
+            .map_err(|_| keys.fail("token_embd.weight is too large".into()))?,
+        hidden_size: keys.uint("embedding_length")?,
+        n_layers,
+        n_heads,
+        n_kv_heads: keys.opt_uint("attention.head_count_kv")?.unwrap_or(n_heads),
+        ffn_hidden_size: keys.uint("feed_forward_length")?,
+        context_length,
+        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0) as f32,
+        norm_eps: float("attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
+            keys.fail(format!(
+                "{} is missing",
+                keys.key("attention.layer_norm_rms_epsilon")
+            ))
+        })? as f32,
+        activation,
+        tied_embeddings: file.tensor_info("output.weight").is_none(),
+        weights: WeightKind::Ternary,
+    };
+    config.validate()?;
+    Ok((arch, config))
+}
+
+impl PackedModel {
+    /// Opens a GGUF file and builds the packed model from it (see the [module docs](self)).
+    pub fn from_gguf(path: impl AsRef<Path>, threads: Threads) -> Result<(PackedModel, GgufLoad)> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|source| Error::Gguf {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_gguf_file(&file, threads)
+    }
+
+    /// Builds the packed model from an open GGUF file.
+    pub fn from_gguf_file(file: &GgufFile, threads: Threads) -> Result<(PackedModel, GgufLoad)> {
+        let (architecture, config) = gguf_config(file)?;
+        let keys = Keys {
+            file,
+            arch: &architecture,
+            path: file.path(),
+        };
+        let shapes = config.tensor_shapes();
+        let view = |name: &str| -> Result<TensorView<'_>> {
+            let shape = &shapes
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("canonical names only")
+                .1;
+            let v = file.tensor(name).map_err(|e| keys.gguf(e))?;
+            let dims: Vec<usize> = v.dims().iter().rev().map(|&d| d as usize).collect();
+            if &dims != shape {
+                return Err(keys.fail(format!(
+                    "tensor {name} has shape {dims:?}, the metadata implies {shape:?}"
+                )));
+            }
+            Ok(v)
+        };
+        let (_, engine) = engine_for(threads)?;
+        let threads = Threads(engine.threads());
+        let mut types: Vec<(String, usize)> = Vec::new();
+        let mut packed_bytes = 0;
+        let model = Transformer::assemble(
+            &config,
+            threads,
+            |name| {
+                let v = view(name)?;
+                let data = v.to_f32().map_err(|e| keys.gguf(e))?;
+                if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                    return Err(
+                        keys.fail(format!("tensor {name}: non-finite value at element {i}"))
+                    );
+                }
+                Ok(data)
+            },
+            |name| {
+                let v = view(name)?;
+                let post_scale = projection_scale(file, name, &keys)?;
+                let matrix = projection_matrix(&v, name, &keys)?;
+                let ty = v.ty().name().to_ascii_lowercase();
+                match types.iter_mut().find(|(t, _)| *t == ty) {
+                    Some((_, n)) => *n += 1,
+                    None => types.push((ty, 1)),
+                }
+                packed_bytes += matrix.byte_len();
+                Ok(PackedProjection::from_matrix(
+                    matrix,
+                    engine.clone(),
+                    post_scale,
+                ))
+            },
+        )?;
+        Ok((
+            model,
+            GgufLoad {
+                architecture,
+                projection_types: types,
+                packed_bytes,
+            },
+        ))
+    }
+}
+
+/// One projection's packed matrix: ternary types as stored, float types ternarized.
+fn projection_matrix(v: &TensorView<'_>, name: &str, keys: &Keys<'_>) -> Result<PackedMatrix> {
+    let dims = v.dims();
+    let (rows, cols) = (dims[1] as usize, dims[0] as usize);
+    let err = |e: ternary_core::Error| keys.fail(format!("tensor {name}: {e}"));
+    let format = match v.ty() {
+        GgmlType::TQ1_0 => Some(Format::Tq1_0),
+        GgmlType::TQ2_0 => Some(Format::Tq2_0),
+        GgmlType::I2_S => Some(Format::I2S),
+        _ => None,
+    };
+    if let Some(format) = format {
+        if format == Format::I2S && !cols.is_multiple_of(128) {
+            return Err(keys.fail(format!(
+                "tensor {name}: I2_S rows of {cols} values are not whole 128-value blocks"
+            )));
+        }
+        let m = PackedMatrix::from_bytes(format, rows, cols, v.data()).map_err(err)?;
+        if let ternary_core::PackedData::I2S { scale, .. } = m.data()
+            && !(scale.is_finite() && *scale >= 0.0)
+        {
+            return Err(keys.fail(format!(
+                "tensor {name}: I2_S scale {scale} is not a finite non-negative number"
+            )));
+        }
+        return Ok(m);
+    }
+    let values = v.to_f32().map_err(|e| keys.gguf(e))?;
+    if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+        return Err(keys.fail(format!("tensor {name}: non-finite value at element {i}")));
+    }
+    let t = match exact_ternary(&values) {
+        Some((codes, s)) => TernaryWeights {
+            rows,
+            cols,
+            codes,
+            scales: vec![s],
+            granularity: Granularity::PerTensor,
+        },
+        None => {
+            quantize_absmean(&values, rows, cols, Granularity::PerTensor, QUANT_EPS).map_err(err)?
+        }
+    };
+    PackedMatrix::from_ternary(Format::I2S, &t).map_err(err)
+}
+
+/// Codes and the one scale of values that are all `0` or `±s`, or `None`.
+fn exact_ternary(values: &[f32]) -> Option<(Vec<i8>, f32)> {
+    let mut scale = None;
+    let mut codes = Vec::with_capacity(values.len());
+    for &v in values {
+        if v == 0.0 {
+            codes.push(0);
+            continue;
+        }
+        match scale {
+            None => scale = Some(v.abs()),
+            Some(s) if s == v.abs() => {}
+            Some(_) => return None,
+        }
+        codes.push(if v > 0.0 { 1 } else { -1 });
+    }
+    Some((codes, scale.unwrap_or(0.0)))
+}
+
+/// llama.cpp's optional `blk.N.<proj>.scale` (one value multiplying the projection).
+fn projection_scale(file: &GgufFile, name: &str, keys: &Keys<'_>) -> Result<f32> {
+    let scale_name = name.replace(".weight", ".scale");
+    if file.tensor_info(&scale_name).is_none() {
+        return Ok(1.0);
+    }
+    let v = file.tensor(&scale_name).map_err(|e| keys.gguf(e))?;
+    if v.info().n_elements() != 1 {
+        return Err(keys.fail(format!("tensor {scale_name} must hold one value")));
+    }
+    match v.to_f32().map_err(|e| keys.gguf(e))?.as_slice() {
+        [s] if s.is_finite() && *s >= 0.0 => Ok(*s),
+        other => Err(keys.fail(format!(
+            "tensor {scale_name} must hold one finite non-negative value, holds {other:?}"
+        ))),
+    }
+}
