@@ -21,6 +21,8 @@ pub enum Area {
     Hpo,
     /// incentive-ledger appends, proofs and verification against SQLite.
     Ledger,
+    /// Our packed runtime against llama.cpp on the same random GGUF (outside CI).
+    PeerInfer,
 }
 
 impl Area {
@@ -33,6 +35,7 @@ impl Area {
             Area::Infer => ("bitnet-model", "infer", false),
             Area::Hpo => ("autoresearch", "hpo", true),
             Area::Ledger => ("incentive-ledger", "ledger", false),
+            Area::PeerInfer => ("bitnet-model", "infer", true),
         }
     }
 }
@@ -49,6 +52,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.area == Area::PeerInfer {
+        return crate::peer_infer::run(&args.args);
+    }
     let (package, target, needs_python) = args.area.target();
     let name = args
         .area

@@ -8,6 +8,7 @@ mod ci;
 mod cli_smoke;
 mod corpus;
 mod cuda;
+mod peer_infer;
 mod python;
 mod services;
 mod util;
