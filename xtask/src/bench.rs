@@ -31,7 +31,7 @@ impl Area {
         match self {
             Area::Kernels => ("ternary-core", "kernels", false),
             Area::Gguf => ("gguf-io", "gguf", true),
-            Area::Train => ("bitnet-model", "train", false),
+            Area::Train => ("bitnet-model", "train", true),
             Area::Infer => ("bitnet-model", "infer", false),
             Area::Hpo => ("autoresearch", "hpo", true),
             Area::Ledger => ("incentive-ledger", "ledger", false),
