@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! cargo run --release -p bitnet-model --example tiny_pipeline -- [STEPS] [OUT_DIR]
+//! # OUT_DIR defaults to ./runs/tiny-pipeline
+//! # OUT_DIR defaults to ./runs/tiny-pipeline
 //! ```
 
-use bitnet_model::data::{TokenData, find_corpus, prepare_dataset, text::workspace_root};
+use bitnet_model::data::{TokenData, find_corpus, prepare_dataset};
 use bitnet_model::train::{TrainConfig, Trainer, fit};
 use bitnet_model::{ModelConfig, WeightKind};
 use burn::tensor::Device;
@@ -17,12 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let steps: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let out = args.get(1).map_or_else(
-        || workspace_root().join("target/tiny-pipeline"),
-        PathBuf::from,
-    );
+    let out = args
+        .get(1)
+        .map_or_else(|| PathBuf::from("runs/tiny-pipeline"), PathBuf::from);
     let corpus = find_corpus(None)?
-        .ok_or("no corpus found: set MAGNET_CORPUS or run `cargo xtask corpus`")?;
+        .ok_or("no corpus found: set MAGNET_CORPUS (this build has no shipped corpus)")?;
     eprintln!("corpus {} ({})", corpus.dir.display(), corpus.source);
     let model = ModelConfig::preset("tiny")?;
     let data_dir = out.join("data");

@@ -71,6 +71,36 @@ pub enum Error {
         #[source]
         source: tokenizers::Error,
     },
+    /// A JSON file (metrics log, checkpoint state) is malformed.
+    #[error("{what}: {source}")]
+    Json {
+        /// The file (and line, for JSON lines).
+        what: String,
+        /// The parser's error (names line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A TOML config could not be parsed.
+    #[error("{what}: {source}")]
+    Toml {
+        /// Which config.
+        what: String,
+        /// The parser's error (names the key and position).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// burn could not save or load a record (the optimizer state of a checkpoint).
+    #[error("{path}: {source}")]
+    Record {
+        /// The record file.
+        path: String,
+        /// burn's error.
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// The shipped corpus failed its SHA-256 check, or a corpus could not be fingerprinted.
+    #[error("corpus: {0}")]
+    Corpus(#[from] magnet_corpus::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -1,16 +1,63 @@
-//! Shared pieces: device selection, corpus look-up (building it when missing), dataset
-//! preparation and default output paths.
+//! Shared pieces: device and preset selection, corpus look-up, dataset preparation (with
+//! progress) and default output paths.
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::data::{
-    DatasetInfo, TokenData, find_corpus, prepare_dataset, text::workspace_root,
-};
+use bitnet_model::data::{CorpusLocation, DatasetInfo, TokenData, find_corpus, prepare_dataset};
 use burn::tensor::Device;
+use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
-/// `target/genkidama` under the workspace.
+/// `./runs/genkidama` under the working directory (docs/cli.md: outputs never depend on
+/// where the binary was built).
 pub fn default_out() -> PathBuf {
-    workspace_root().join("target/genkidama")
+    PathBuf::from("runs").join("genkidama")
+}
+
+/// A model architecture preset (`bitnet_model::ModelConfig::preset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The small model that trains on a laptop CPU.
+    Tiny,
+    /// Genkidama's 363M-parameter model.
+    #[value(name = "genkidama-363m")]
+    Genkidama363m,
+    /// Genkidama's 618M-parameter model.
+    #[value(name = "genkidama-618m")]
+    Genkidama618m,
+    /// Microsoft's BitNet b1.58 2B4T architecture.
+    #[value(name = "bitnet-2b4t")]
+    Bitnet2b4t,
+}
+
+impl Preset {
+    /// The name `ModelConfig::preset` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Genkidama363m => "genkidama-363m",
+            Preset::Genkidama618m => "genkidama-618m",
+            Preset::Bitnet2b4t => "bitnet-2b4t",
+        }
+    }
+}
+
+/// A burn device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// burn's CPU backend.
+    Flex,
+    /// burn-cuda, GPU 0 (needs a build with `--features cuda`).
+    Cuda,
+}
+
+impl Backend {
+    /// The name [`device`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Cuda => "cuda",
+        }
+    }
 }
 
 /// The burn device by name: `flex` (CPU, default) or `cuda` (needs `--features cuda`).
@@ -27,47 +74,51 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
-/// Finds the corpus (see `bitnet_model::data::find_corpus`); when none exists, builds it
-/// into `<workspace>/data/corpus` with `cargo xtask corpus`.
-pub fn corpus_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(found) = find_corpus(explicit)? {
-        eprintln!("corpus: {} ({})", found.dir.display(), found.source);
-        return Ok(found.dir);
-    }
-    let target = workspace_root().join("data/corpus");
-    eprintln!(
-        "no corpus found (--corpus, MAGNET_CORPUS, data/corpus); building {} from Debian packages",
-        target.display()
-    );
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["xtask", "corpus", "--out"])
-            .arg(&target)
-            .current_dir(workspace_root())
-            .status();
-    match status {
-        Ok(s) if s.success() => Ok(target),
-        Ok(s) => bail!(
-            "building the corpus failed ({s}). Point --corpus or MAGNET_CORPUS at a directory \
-             of UTF-8 text (en/, ko/, ja/ subfolders give the language mix), or run \
-             `cargo xtask corpus` on a Debian/Ubuntu machine with apt access"
-        ),
-        Err(e) => bail!(
-            "no corpus found and `cargo xtask corpus` could not start ({e}). Point --corpus or \
-             MAGNET_CORPUS at a directory of UTF-8 text"
-        ),
-    }
+/// The corpus: `--corpus`, else `MAGNET_CORPUS`, else the shipped copy (SHA-256 checked).
+pub fn corpus(explicit: Option<&Path>) -> Result<CorpusLocation> {
+    let Some(found) = find_corpus(explicit)? else {
+        bail!(
+            "no corpus: pass --corpus DIR or set MAGNET_CORPUS (a directory of UTF-8 *.txt \
+             files; en/, ko/, ja/ subfolders give the language mix)"
+        );
+    };
+    eprintln!("corpus: {} ({})", found.dir.display(), found.source);
+    Ok(found)
 }
 
-/// Tokenizer training and shards for `corpus` in `data_dir` (reused when unchanged).
+/// Tokenizer training and shards for `corpus` in `data_dir` (reused when unchanged): a
+/// spinner names the stages up to tokenizer training, which draws tokenizers' own bar
+/// (with its counts) on a terminal.
 pub fn dataset(
     corpus: &Path,
     data_dir: &Path,
     vocab: usize,
     seed: u64,
 ) -> Result<(DatasetInfo, TokenData)> {
-    let info = prepare_dataset(corpus, data_dir, vocab, seed, &mut |m| eprintln!("{m}"))
-        .with_context(|| format!("preparing the dataset in {}", data_dir.display()))?;
+    let mut current = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {spinner} {msg}")
+            .expect("valid template"),
+    );
+    current.set_prefix("data");
+    current.enable_steady_tick(std::time::Duration::from_millis(200));
+    let info = prepare_dataset(corpus, data_dir, vocab, seed, &mut |m| {
+        if m.starts_with("training a") {
+            // tokenizers' own bar follows (then encoding, a few seconds): no spinner
+            // draws over it.
+            current.finish_and_clear();
+            eprintln!("{m}");
+            current = indicatif::ProgressBar::hidden();
+        } else if current.is_hidden() {
+            // No terminal (a log file, CI): plain lines.
+            eprintln!("{m}");
+        } else {
+            current.println(m);
+            current.set_message(m.to_string());
+        }
+    })
+    .with_context(|| format!("preparing the dataset in {}", data_dir.display()));
+    current.finish_and_clear();
+    let info = info?;
     let data = TokenData::open(data_dir)?;
     Ok((info, data))
 }

@@ -2,7 +2,7 @@
 //! ternary training, the full-precision twin at equal steps, validation, GGUF export,
 //! generated samples, and `report.json` + `report.md` + `loss.png` under `--out`.
 
-use crate::common;
+use crate::common::{self, Backend, Preset};
 use crate::train::{TrainArgs, Trained, configs, train_to};
 use anyhow::Result;
 use bitnet_model::data::{DatasetInfo, TextTokenizer};
@@ -15,17 +15,17 @@ use std::time::Instant;
 /// Options of `genkidama run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Output directory (default: target/genkidama).
+    /// Output directory (default: ./runs/genkidama).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Model preset.
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// Corpus directory (else MAGNET_CORPUS, data/corpus, the shared reference copy,
-    /// else it is built from Debian packages).
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// Corpus directory of UTF-8 *.txt files (else MAGNET_CORPUS, else the shipped
+    /// corpus).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    /// Optimizer steps for each model (default: the tiny schedule, about 5 minutes each).
+    /// Optimizer steps for each model (default: the tiny schedule).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Seed.
@@ -38,9 +38,12 @@ pub struct RunArgs {
     /// cores, so its tokens/s is its own; the run takes longer on a 2-core machine).
     #[arg(long)]
     pub sequential: bool,
-    /// burn device: flex (CPU) or cuda.
-    #[arg(long, default_value = "flex")]
-    pub device: String,
+    /// burn device.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
+    /// Print report.json on stdout instead of the Markdown summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// One generated sample (filled by the export / generation step).
@@ -61,6 +64,13 @@ pub struct Report {
     pub preset: String,
     /// Corpus directory used.
     pub corpus: String,
+    /// How it was found: `--corpus`, `MAGNET_CORPUS` or `shipped`.
+    pub corpus_source: String,
+    /// Text fingerprint of the corpus (`magnet_corpus::Manifest::fingerprint`).
+    pub corpus_fingerprint: String,
+    /// CPU model and features: the numbers below are bit-identical only on the same ones
+    /// (docs/genkidama.md, Reproducibility).
+    pub machine: bitnet_model::train::Machine,
     /// Dataset statistics (tokens per language, keep fractions).
     pub dataset: DatasetInfo,
     /// Parameters of the model.
@@ -103,7 +113,7 @@ pub struct Report {
 
 fn train_args(args: &RunArgs, full_precision: bool, out: PathBuf) -> TrainArgs {
     TrainArgs {
-        preset: args.preset.clone(),
+        preset: args.preset,
         model_config: None,
         train_config: None,
         full_precision,
@@ -120,18 +130,22 @@ fn train_args(args: &RunArgs, full_precision: bool, out: PathBuf) -> TrainArgs {
         data_dir: None,
         out: Some(out),
         resume: false,
-        device: args.device.clone(),
+        device: args.device,
         time_budget_s: None,
+        json: false,
     }
 }
 
 /// `genkidama run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     let start = Instant::now();
-    let device = common::device(&args.device)?;
+    let device = common::device(args.device.name())?;
     let out = args.out.clone().unwrap_or_else(common::default_out);
     std::fs::create_dir_all(&out)?;
-    let corpus = common::corpus_dir(args.corpus.as_deref())?;
+    let out = std::path::absolute(&out)?;
+    let found = common::corpus(args.corpus.as_deref())?;
+    let corpus_fingerprint = found.fingerprint()?;
+    let corpus = std::path::absolute(&found.dir)?;
     let ternary_args = train_args(args, false, out.join("ternary"));
     let (model, train) = configs(&ternary_args, None)?;
     let data_dir = out.join("data");
@@ -139,7 +153,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let tokenizer = TextTokenizer::load(&data_dir.join("tokenizer.json"))?;
     eprintln!(
         "{}: {} parameters, {} steps x {} tokens",
-        args.preset,
+        args.preset.name(),
         model.param_count(),
         train.steps,
         train.tokens_per_step()
@@ -208,8 +222,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     crate::plot::loss_png(&loss_png, &curves)?;
 
     let mut report = Report {
-        preset: args.preset.clone(),
+        preset: args.preset.name().to_string(),
         corpus: corpus.display().to_string(),
+        corpus_source: found.source.to_string(),
+        corpus_fingerprint,
+        machine: bitnet_model::train::Machine::detect(),
         dataset: info,
         params: ternary.config.param_count(),
         steps: ternary.train.steps,
@@ -257,8 +274,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     std::fs::write(out.join("report.md"), markdown(&report))?;
-    println!("{}", markdown(&report));
-    println!("report: {}", out.join("report.json").display());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", markdown(&report));
+        println!("report: {}", out.join("report.json").display());
+    }
     Ok(())
 }
 
@@ -284,7 +305,8 @@ pub fn markdown(r: &Report) -> String {
          | GGUF TQ2_0 | {g1} |\n\
          | GGUF I2_S | {g2} |\n\
          | wall time (s) | {wall:.0} |\n\n\
-         Corpus: `{corpus}`; train tokens {trt}, val tokens {vt}. Model: `{md}`.\n",
+         Corpus: `{corpus}` ({source}, text SHA-256 `{fp}`); train tokens {trt}, val tokens \
+         {vt}. Model: `{md}`. CPU: {cpu} ({features}).\n",
         preset = r.preset,
         params = r.params,
         steps = r.steps,
@@ -301,6 +323,10 @@ pub fn markdown(r: &Report) -> String {
         g2 = r.gguf_i2_s.as_deref().unwrap_or("n/a"),
         wall = r.wall_s,
         corpus = r.corpus,
+        source = r.corpus_source,
+        fp = r.corpus_fingerprint,
+        cpu = r.machine.cpu_model,
+        features = r.machine.cpu_features.join(" "),
         trt = r.dataset.train_tokens,
         vt = r.dataset.val_tokens,
         md = r.model_dir,

@@ -1,7 +1,7 @@
 //! `genkidama train`: prepare the data, train one model, write a model directory,
 //! metrics JSONL, checkpoints and a loss PNG.
 
-use crate::common;
+use crate::common::{self, Backend, Preset};
 use anyhow::{Context, Result};
 use bitnet_model::data::TextTokenizer;
 use bitnet_model::store::ModelDir;
@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 /// Options of `genkidama train`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Model preset: tiny, genkidama-363m, genkidama-618m, bitnet-2b4t.
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
+    /// Model preset.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
     /// Model config TOML (overrides --preset).
     #[arg(long)]
     pub model_config: Option<PathBuf>,
@@ -53,30 +53,36 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (0: only at the end).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// Corpus directory (else MAGNET_CORPUS, data/corpus, the shared reference copy).
+    /// Corpus directory of UTF-8 *.txt files (else MAGNET_CORPUS, else the shipped
+    /// corpus).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    /// Where the tokenizer and token shards are cached.
+    /// Where the tokenizer and token shards are cached (default:
+    /// ./runs/genkidama/data-v<vocab>).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Output directory (model/, metrics.jsonl, checkpoint/, loss.png).
+    /// Output directory: model/, metrics.jsonl, checkpoint/, loss.png (default:
+    /// ./runs/genkidama/train-ternary or train-fp).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue from <out>/checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// burn device: flex (CPU) or cuda.
-    #[arg(long, default_value = "flex")]
-    pub device: String,
+    /// burn device.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
     /// Train for about this many seconds instead of a fixed step count: a few probe steps
     /// on a throw-away copy measure the step time, and the schedule (warm-up, the drop at
     /// half way, the final decay) is laid over the steps that fit. For sweeps that give
     /// every trial the same wall-clock budget (autoresearch's fixed-time rule).
     #[arg(long)]
     pub time_budget_s: Option<f64>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Training settings tuned for the `tiny` preset on 2 CPU cores (about 5 minutes).
+/// Training settings tuned for the `tiny` preset on 2 CPU cores (timings: docs/genkidama.md).
 pub fn tiny_defaults(full_precision: bool) -> TrainConfig {
     let lr = if full_precision { 2e-3 } else { 4e-3 };
     TrainConfig {
@@ -101,7 +107,7 @@ pub fn configs(args: &TrainArgs, vocab: Option<usize>) -> Result<(ModelConfig, T
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("in {}", p.display()))?,
-        None => ModelConfig::preset(&args.preset)?,
+        None => ModelConfig::preset(args.preset.name())?,
     };
     if let Some(v) = vocab {
         model.vocab_size = v;
@@ -191,8 +197,10 @@ pub fn train_to(
         bar = progress.add(bar);
     }
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix:>9} [{elapsed_precise}] {bar:30} {pos}/{len} ({eta} left) {msg}",
+        )
+        .expect("valid template"),
     );
     bar.set_prefix(label.to_string());
     bar.set_position(trainer.step_index() as u64);
@@ -266,11 +274,36 @@ pub fn steps_for_budget(
     Ok(((budget_s / per_step).floor() as usize).max(min_steps))
 }
 
+/// What `genkidama train` prints with `--json` and writes to `<out>/summary.json`.
+#[derive(Debug, serde::Serialize)]
+pub struct TrainSummary {
+    /// Validation loss at the end (nats/token).
+    pub val_loss: f64,
+    /// Validation bits per byte.
+    pub val_bpb: f64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Tokens per optimizer step.
+    pub tokens_per_step: usize,
+    /// Training throughput.
+    pub train_tokens_per_s: f64,
+    /// The trained model directory.
+    pub model_dir: String,
+    /// Corpus directory.
+    pub corpus: String,
+    /// Text fingerprint of the corpus (`magnet_corpus::Manifest::fingerprint`).
+    pub corpus_fingerprint: String,
+    /// CPU model and features (results are bit-identical only on the same ones).
+    pub machine: bitnet_model::train::Machine,
+}
+
 /// `genkidama train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let device = common::device(&args.device)?;
+    let device = common::device(args.device.name())?;
     let (model, train) = configs(args, None)?;
-    let corpus = common::corpus_dir(args.corpus.as_deref())?;
+    let corpus = common::corpus(args.corpus.as_deref())?;
+    let fingerprint = corpus.fingerprint()?;
+    let corpus = corpus.dir;
     let out = args.out.clone().unwrap_or_else(|| {
         let kind = if model.weights == WeightKind::Ternary {
             "ternary"
@@ -318,12 +351,30 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             metrics: &trained.report.metrics,
         }],
     )?;
-    println!(
-        "val loss {:.4} ({:.4} bits/byte), {:.0} train tokens/s, model in {}",
-        trained.report.final_eval.loss,
-        trained.report.final_eval.bpb,
-        trained.report.tokens_per_s,
-        trained.model_dir.display()
-    );
+    let summary = TrainSummary {
+        val_loss: trained.report.final_eval.loss,
+        val_bpb: trained.report.final_eval.bpb,
+        steps: trained.train.steps,
+        tokens_per_step: trained.train.tokens_per_step(),
+        train_tokens_per_s: trained.report.tokens_per_s,
+        model_dir: std::path::absolute(&trained.model_dir)?
+            .display()
+            .to_string(),
+        corpus: std::path::absolute(&corpus)?.display().to_string(),
+        corpus_fingerprint: fingerprint,
+        machine: bitnet_model::train::Machine::detect(),
+    };
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "val loss {:.4} ({:.4} bits/byte), {:.0} train tokens/s, model in {}",
+            summary.val_loss, summary.val_bpb, summary.train_tokens_per_s, summary.model_dir
+        );
+    }
     Ok(())
 }

@@ -15,7 +15,6 @@ mod r#loop;
 mod report;
 
 use anyhow::{Context, Result};
-use bitnet_model::data::text::workspace_root;
 use clap::{Args, Parser, Subcommand};
 use diloco::codec::Codec;
 use std::path::PathBuf;
@@ -55,7 +54,7 @@ struct RunArgs {
     /// Uplink codec: f32, f16, int8:B, q4:B, topk:D.
     #[arg(long, default_value = "f32")]
     codec: String,
-    /// Corpus directory of UTF-8 *.txt files (else MAGNET_CORPUS, data/corpus, the shared copy).
+    /// Corpus directory of UTF-8 *.txt files (else MAGNET_CORPUS, else the shipped corpus).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Seed of keys, initialisation and data order.
@@ -112,11 +111,9 @@ struct RunArgs {
 fn run(a: RunArgs) -> Result<()> {
     let model = diloco::bitnet::model_config(&a.model)?;
     let codec: Codec = a.codec.parse().context("--codec")?;
-    let out = a
-        .out
-        .unwrap_or_else(|| workspace_root().join("target/magnet-loop"));
+    let out = a.out.unwrap_or_else(|| PathBuf::from("runs/magnet-loop"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    // Plain paths in the report (workspace_root() may contain `..`).
+    // Absolute paths in the report.
     let out = out
         .canonicalize()
         .with_context(|| format!("resolving {}", out.display()))?;

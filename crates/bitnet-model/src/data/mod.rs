@@ -77,6 +77,10 @@ pub struct DatasetInfo {
     pub corpus: String,
     /// Files and sizes it was built from (a change rebuilds the dataset).
     pub fingerprint: Vec<(String, u64)>,
+    /// Text fingerprint of the corpus (`magnet_corpus::Manifest::fingerprint`): an edit
+    /// that keeps every file's size still rebuilds the dataset.
+    #[serde(default)]
+    pub text_sha256: String,
     /// Tokenizer vocabulary size asked for.
     pub vocab_size: usize,
     /// Seed for the language-mix sampling.
@@ -125,10 +129,12 @@ pub fn prepare_dataset(
             "no *.txt files in the corpus directory",
         ));
     }
+    let text_sha256 = magnet_corpus::Manifest::of_dir(corpus)?.fingerprint();
     let info_path = out.join("dataset.json");
     if let Ok(text) = std::fs::read_to_string(&info_path)
         && let Ok(info) = serde_json::from_str::<DatasetInfo>(&text)
         && info.fingerprint == print
+        && info.text_sha256 == text_sha256
         && info.vocab_size == vocab_size
         && info.seed == seed
         && ["tokenizer.json", "train.bin", "val.bin"]
@@ -171,7 +177,10 @@ pub fn prepare_dataset(
         let encs = tokenizer
             .inner
             .encode_batch_fast(inputs, false)
-            .map_err(|e| Error::data("encode", e.to_string()))?;
+            .map_err(|e| Error::Tokenizer {
+                what: "encoding the corpus".into(),
+                source: e,
+            })?;
         Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
     };
     let mut encoded = Vec::new();
@@ -211,6 +220,7 @@ pub fn prepare_dataset(
     let info = DatasetInfo {
         corpus: corpus.display().to_string(),
         fingerprint: print,
+        text_sha256,
         vocab_size,
         seed,
         replaced_utf8,

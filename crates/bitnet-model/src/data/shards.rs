@@ -69,8 +69,14 @@ impl TokenStream {
                 "token shards are little-endian; big-endian hosts are not supported",
             ));
         }
-        bytemuck::try_cast_slice::<u8, u32>(&map[..])
-            .map_err(|e| Error::data(path.display().to_string(), e.to_string()))?;
+        // The map is page-aligned and the length a multiple of 4, so this cannot fail;
+        // it is checked rather than assumed.
+        bytemuck::try_cast_slice::<u8, u32>(&map[..]).map_err(|_| {
+            Error::data(
+                path.display().to_string(),
+                "token shard memory is not 4-byte aligned",
+            )
+        })?;
         let len = (len_bytes / 4) as usize;
         Ok(Self {
             backing: Arc::new(Backing::Mapped(map)),

@@ -15,20 +15,27 @@ pub const LANGUAGES: &[&str] = &["en", "ko", "ja"];
 pub struct CorpusLocation {
     /// The directory.
     pub dir: PathBuf,
-    /// How it was found: `--corpus`, `MAGNET_CORPUS`, `data/corpus` or `shared reference`.
+    /// How it was found: `--corpus`, `MAGNET_CORPUS` or `shipped` (the copy in the
+    /// `magnet-corpus` crate, SHA-256 checked).
     pub source: &'static str,
 }
 
-/// The workspace root (two levels above this crate's manifest).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+impl CorpusLocation {
+    /// The text fingerprint of the directory (SHA-256 over the per-file hashes of its
+    /// `*.txt` files; see `magnet_corpus::Manifest::fingerprint`), for reports: two runs
+    /// trained on the same text have the same fingerprint.
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(magnet_corpus::Manifest::of_dir(&self.dir)?.fingerprint())
+    }
 }
 
 /// Looks the corpus up in order: `explicit` (`--corpus DIR`), the `MAGNET_CORPUS`
-/// variable, `<workspace>/data/corpus`, then the reference copy at
-/// `<workspace>/../shared/corpus`. An explicit directory or variable that does not exist
-/// is an error (a typo should not silently fall back); `Ok(None)` means none of the
-/// defaults exists and the caller should build one (`cargo xtask corpus`).
+/// variable, then the shipped copy (unpacked once into the system temporary directory and
+/// verified against its SHA-256 sums on every call; feature `shipped-corpus`, on by
+/// default). An explicit directory or variable that does not exist is an error (a typo
+/// should not silently fall back). `Ok(None)` only without the shipped copy.
+///
+/// Nothing here depends on where this crate was built or on the working directory.
 pub fn find_corpus(explicit: Option<&Path>) -> Result<Option<CorpusLocation>> {
     let check = |dir: PathBuf, source: &'static str| -> Result<Option<CorpusLocation>> {
         if dir.is_dir() {
@@ -46,20 +53,21 @@ pub fn find_corpus(explicit: Option<&Path>) -> Result<Option<CorpusLocation>> {
     if let Some(dir) = std::env::var_os("MAGNET_CORPUS").filter(|v| !v.is_empty()) {
         return check(PathBuf::from(dir), "MAGNET_CORPUS");
     }
-    let root = workspace_root();
-    for (dir, source) in [
-        (root.join("data/corpus"), "data/corpus"),
-        (root.join("../shared/corpus"), "shared reference"),
-    ] {
-        if has_text(&dir) {
-            return Ok(Some(CorpusLocation { dir, source }));
-        }
-    }
-    Ok(None)
+    shipped_corpus()
 }
 
-fn has_text(dir: &Path) -> bool {
-    list_text_files(dir).is_ok_and(|files| !files.is_empty())
+#[cfg(feature = "shipped-corpus")]
+fn shipped_corpus() -> Result<Option<CorpusLocation>> {
+    let dir = magnet_corpus::shipped_dir()?;
+    Ok(Some(CorpusLocation {
+        dir,
+        source: "shipped",
+    }))
+}
+
+#[cfg(not(feature = "shipped-corpus"))]
+fn shipped_corpus() -> Result<Option<CorpusLocation>> {
+    Ok(None)
 }
 
 /// One text file of the corpus.
@@ -196,6 +204,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope") && err.contains("--corpus"), "{err}");
+        // Only the text counts towards the fingerprint, and any change of it shows.
+        let fp = found.fingerprint().unwrap();
+        std::fs::write(dir.path().join("README.md"), "about this corpus").unwrap();
+        assert_eq!(found.fingerprint().unwrap(), fp);
+        std::fs::write(dir.path().join("misc.txt"), "hello there friend\n").unwrap();
+        assert_ne!(found.fingerprint().unwrap(), fp);
+    }
+
+    #[cfg(feature = "shipped-corpus")]
+    #[test]
+    fn without_flag_or_variable_the_shipped_corpus_is_used() {
+        // Holds for any working directory and checkout location: the shipped copy is
+        // embedded in the binary and unpacked under the temporary directory.
+        let found = shipped_corpus().unwrap().unwrap();
+        assert_eq!(found.source, "shipped");
+        let files = list_text_files(&found.dir).unwrap();
+        for lang in LANGUAGES {
+            assert!(files.iter().any(|f| f.language == *lang), "{lang}");
+        }
+        assert_eq!(
+            found.fingerprint().unwrap(),
+            magnet_corpus::fingerprint().unwrap()
+        );
     }
 
     proptest! {

@@ -30,8 +30,11 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
-fn tok_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::data(what, e.to_string())
+fn tok_err(what: &str, source: tokenizers::Error) -> Error {
+    Error::Tokenizer {
+        what: what.to_string(),
+        source,
+    }
 }
 
 impl TextTokenizer {
@@ -50,7 +53,10 @@ impl TextTokenizer {
         let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
-            .show_progress(false)
+            // tokenizers' own bar, only where someone watches (feature `progress`).
+            .show_progress(
+                cfg!(feature = "progress") && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .special_tokens(vec![AddedToken::from(EOS_TOKEN, true)])
             .build()
@@ -73,7 +79,7 @@ impl TextTokenizer {
         for id in 0..n as u32 {
             let token = inner
                 .id_to_token(id)
-                .ok_or_else(|| tok_err("tokenizer", format!("no token for id {id} of {n}")))?;
+                .ok_or_else(|| Error::data("tokenizer", format!("no token for id {id} of {n}")))?;
             // In a byte-level vocabulary each char stands for one byte; specials are 0 bytes.
             let bytes = if token.chars().all(|c| byte_level.contains(&c)) && token != EOS_TOKEN {
                 token.chars().count() as u32

@@ -97,8 +97,10 @@ pub fn read_metrics(path: &Path, max_step: usize) -> Result<Vec<Metric>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let m: Metric = serde_json::from_str(line)
-            .map_err(|e| Error::data(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
+        let m: Metric = serde_json::from_str(line).map_err(|e| Error::Json {
+            what: format!("{}:{}", path.display(), i + 1),
+            source: e,
+        })?;
         let step = match &m {
             Metric::Train { step, .. } | Metric::Val { step, .. } => *step,
         };

@@ -20,7 +20,10 @@
 pub mod fit;
 pub mod schedule;
 
+mod machine;
+
 pub use fit::{Event, FitReport, Metric, fit};
+pub use machine::Machine;
 pub use schedule::TrainConfig;
 
 use crate::config::ModelConfig;
@@ -448,9 +451,10 @@ impl Trainer {
         let meta = BTreeMap::from([("step".to_string(), self.step.to_string())]);
         save_safetensors(&tmp.join("model.safetensors"), &self.weights(), &meta)?;
         let optim_path = tmp.join("optimizer.bpk");
-        self.optim
-            .save(&optim_path)
-            .map_err(|e| Error::Training(format!("{}: {e:?}", optim_path.display())))?;
+        self.optim.save(&optim_path).map_err(|e| Error::Record {
+            path: optim_path.display().to_string(),
+            source: e,
+        })?;
         let state = CheckpointState {
             step: self.step,
             rng_state: self.rng.state,
@@ -485,8 +489,10 @@ impl Trainer {
     ) -> Result<Self> {
         let state_path = dir.join("state.json");
         let text = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
-        let state: CheckpointState = serde_json::from_slice(&text)
-            .map_err(|e| Error::data(state_path.display().to_string(), e.to_string()))?;
+        let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| Error::Json {
+            what: state_path.display().to_string(),
+            source: e,
+        })?;
         let mut config = state.train.clone();
         if let Some(steps) = steps {
             config.steps = steps;
@@ -503,7 +509,10 @@ impl Trainer {
         let optim_path = dir.join("optimizer.bpk");
         trainer.optim = make_optim(&trainer.config, trainer.optim_wd)
             .load(&optim_path)
-            .map_err(|e| Error::Training(format!("{}: {e:?}", optim_path.display())))?;
+            .map_err(|e| Error::Record {
+                path: optim_path.display().to_string(),
+                source: e,
+            })?;
         trainer.rng = SplitMix64 {
             state: state.rng_state,
         };

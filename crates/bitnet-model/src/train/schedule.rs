@@ -133,9 +133,9 @@ impl TrainConfig {
     /// Parses TOML, filling missing fields with defaults (validated against
     /// `context_length`).
     pub fn from_toml(text: &str, context_length: usize) -> Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
-            field: "toml".into(),
-            message: e.to_string(),
+        let config: Self = toml::from_str(text).map_err(|e| Error::Toml {
+            what: "training config".into(),
+            source: e,
         })?;
         config.validate(context_length)?;
         Ok(config)
