@@ -1,10 +1,16 @@
-//! `genkidama eval --model DIR --text FILE [--max-tokens N] [--json]`.
+//! `genkidama eval --model PATH --text FILE [--max-tokens N] [--json]`.
 //!
+//! `PATH` is our model directory, a `.gguf` file (any producer) or a Hugging Face folder.
 //! Semantics (the exported GGUF gives the same numbers in llama.cpp): the text is read
-//! leniently, tokenized without BOS, cut to its first N tokens, and scored in consecutive
-//! windows of the model's context length (window i covers tokens i*ctx .. i*ctx+ctx and
-//! predicts each next token inside it); `loss` is the mean next-token NLL in nats, `bpb`
-//! that NLL in bits per UTF-8 byte of the predicted tokens, `tokens` the number predicted.
+//! leniently, tokenized as the model says (BOS first only when the file's
+//! `add_bos_token` / the HF tokenizer asks for it; our own models: no BOS), cut to its first
+//! N tokens, and scored in consecutive windows of the model's context length (window i
+//! covers tokens i*ctx .. i*ctx+ctx and predicts each next token inside it); `loss` is the
+//! mean next-token NLL in nats, `perplexity` = exp(loss) (what llama-perplexity prints as
+//! PPL, computed over the same predicted tokens; llama-perplexity itself scores only the
+//! second half of each window, so pass its `-c` with our windows in mind), `bpb` the NLL in
+//! bits per UTF-8 byte of the predicted tokens (byte-level vocabularies), `tokens` the
+//! number predicted.
 
 use anyhow::{Context, Result};
 use bitnet_model::data::read_lenient;
@@ -17,7 +23,8 @@ use std::path::{Path, PathBuf};
 /// Options of `genkidama eval`.
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Model directory (config.toml, model.safetensors, tokenizer.json).
+    /// Model: our directory (config.toml, model.safetensors, tokenizer.json), a .gguf file
+    /// or a Hugging Face folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
     /// UTF-8 text file to score (invalid bytes are replaced and reported).
@@ -26,7 +33,7 @@ pub struct EvalArgs {
     /// Score only the first N tokens.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Print one JSON line {"loss", "bpb", "tokens"}.
+    /// Print one JSON line {"loss", "perplexity", "bpb", "tokens"}.
     #[arg(long)]
     pub json: bool,
     /// burn device: flex (CPU) or cuda.
@@ -34,7 +41,7 @@ pub struct EvalArgs {
     pub device: String,
 }
 
-/// Scores a text file with a model directory.
+/// Scores a text file with a model (directory, GGUF file or HF folder).
 pub fn eval_file(
     model_dir: &Path,
     text: &Path,
@@ -42,7 +49,8 @@ pub fn eval_file(
     device: &str,
 ) -> Result<EvalStats> {
     let device = crate::common::device(device)?;
-    let dir = ModelDir::load(model_dir)?;
+    let dir = ModelDir::open(model_dir)
+        .with_context(|| format!("loading model {}", model_dir.display()))?;
     let read = read_lenient(text)?;
     if read.replaced > 0 {
         eprintln!(
@@ -52,7 +60,7 @@ pub fn eval_file(
             read.first_bad_offset.unwrap_or(0)
         );
     }
-    let mut ids = dir.tokenizer.encode(&read.text)?;
+    let mut ids = dir.encode(&read.text)?;
     if let Some(n) = max_tokens {
         ids.truncate(n);
     }
@@ -77,12 +85,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"loss": s.loss, "bpb": s.bpb, "tokens": s.tokens})
+            serde_json::json!({
+                "loss": s.loss, "perplexity": s.loss.exp(), "bpb": s.bpb, "tokens": s.tokens
+            })
         );
     } else {
         println!(
-            "loss {:.4} nats/token, {:.4} bits/byte over {} predicted tokens",
-            s.loss, s.bpb, s.tokens
+            "loss {:.4} nats/token, perplexity {:.4}, {:.4} bits/byte over {} predicted tokens",
+            s.loss,
+            s.loss.exp(),
+            s.bpb,
+            s.tokens
         );
     }
     Ok(())

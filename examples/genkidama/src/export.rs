@@ -1,4 +1,4 @@
-//! `genkidama export --model DIR --out FILE`: GGUF for llama.cpp (`bitnet`, TQ2_0 by
+//! `genkidama export --model PATH --out FILE`: GGUF for llama.cpp (`bitnet`, TQ2_0 by
 //! default, TQ1_0 on request) or bitnet.cpp (I2_S), tokenizer embedded.
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// Options of `genkidama export`.
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// Model directory (config.toml, model.safetensors, tokenizer.json).
+    /// Model: our directory (config.toml, model.safetensors, tokenizer.json), a .gguf file
+    /// or a Hugging Face folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
     /// Output .gguf file.
@@ -24,7 +25,7 @@ pub struct ExportArgs {
     pub embedding: String,
 }
 
-fn options(weight_type: &str, embedding: &str) -> Result<ExportOptions> {
+pub(crate) fn options(weight_type: &str, embedding: &str) -> Result<ExportOptions> {
     let target = match weight_type.to_ascii_lowercase().as_str() {
         "tq2_0" => Target::LlamaCpp(TernaryType::Tq2_0),
         "tq1_0" => Target::LlamaCpp(TernaryType::Tq1_0),
@@ -46,8 +47,8 @@ fn options(weight_type: &str, embedding: &str) -> Result<ExportOptions> {
 /// Exports one model directory to one GGUF file.
 pub fn export_file(model: &Path, out: &Path, weight_type: &str, embedding: &str) -> Result<()> {
     let options = options(weight_type, embedding)?;
-    let dir = ModelDir::load(model)
-        .with_context(|| format!("loading model directory {}", model.display()))?;
+    let dir =
+        ModelDir::open(model).with_context(|| format!("loading model {}", model.display()))?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

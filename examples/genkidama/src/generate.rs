@@ -1,4 +1,4 @@
-//! `genkidama generate --model DIR --prompt TEXT`: streams text from the packed CPU
+//! `genkidama generate --model PATH --prompt TEXT`: streams text from the packed CPU
 //! runtime (ternary-core kernels), or from the f32 reference for a full-precision model.
 
 use crate::run::Sample;
@@ -16,7 +16,8 @@ use std::path::PathBuf;
 /// Options of `genkidama generate`.
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// Model directory (config.toml, model.safetensors, tokenizer.json).
+    /// Model: our directory (config.toml, model.safetensors, tokenizer.json), a .gguf file
+    /// or a Hugging Face folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt text.
@@ -92,8 +93,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             args.format
         );
     };
-    let dir = ModelDir::load(&args.model)
-        .with_context(|| format!("loading model directory {}", args.model.display()))?;
+    let dir = ModelDir::open(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let runner = Runner::load(&dir, args.threads, format)?;
     let options = GenerateOptions {
         max_new_tokens: args.max_tokens,
@@ -103,7 +104,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             top_p: args.top_p,
             seed: args.seed,
         },
-        stop_tokens: vec![],
+        stop_tokens: vec![dir.eos_id],
     };
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{}", args.prompt)?;

@@ -8,6 +8,7 @@
 //! ```
 
 mod common;
+mod convert;
 mod eval;
 mod export;
 mod generate;
@@ -38,6 +39,8 @@ enum Command {
     Export(export::ExportArgs),
     /// The whole pipeline: data, both models, validation, report.
     Run(run::RunArgs),
+    /// Write GGUF from a Hugging Face folder, or re-quantize a GGUF file.
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> Result<()> {
@@ -48,5 +51,6 @@ fn main() -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run(a),
         Command::Run(a) => run::run(a),
+        Command::Convert(a) => convert::run(a),
     }
 }
