@@ -551,6 +551,8 @@ pub fn run(cfg: &RunConfig) -> Result<Report> {
                         incentive_ledger::record::SlashReason::Copied(_) => "copied",
                         incentive_ledger::record::SlashReason::Invalid => "invalid",
                         incentive_ledger::record::SlashReason::NonFinite => "non-finite",
+                        incentive_ledger::record::SlashReason::FreeRider => "free-rider",
+                        incentive_ledger::record::SlashReason::Poisoned => "poisoned",
                     }
                     .into(),
                 });
