@@ -46,7 +46,20 @@ pub enum Adversary {
 }
 
 impl Adversary {
-    fn trains(self) -> bool {
+    /// Its name on the command line and in reports (kebab-case, as serde writes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Adversary::CopyExact => "copy-exact",
+            Adversary::CopyNoisy => "copy-noisy",
+            Adversary::Inflate => "inflate",
+            Adversary::Nan => "nan",
+            Adversary::FreeRider => "free-rider",
+            Adversary::Poison => "poison",
+        }
+    }
+
+    /// Whether it trains (its update starts from real work).
+    pub fn trains(self) -> bool {
         matches!(self, Adversary::Inflate | Adversary::Poison)
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::bitnet::BitnetHeldOut;
 use crate::error::{Error, Result};
+use crate::heldout::HeldOut;
 use crate::operator::{Operator, RoundTiming};
 use crate::protocol::{ProtocolConfig, RoundResult};
 use crate::roles::{
@@ -42,9 +43,9 @@ impl RunDoc {
     }
 }
 
-/// One worker of an in-process run.
+/// One worker of an in-process run: its name, data shard and behaviour.
 #[derive(Debug, Clone)]
-pub struct WorkerSpec {
+pub struct WorkerPlan {
     /// Name.
     pub name: String,
     /// Data shard.
@@ -64,6 +65,11 @@ pub struct InProcessReport {
     pub workers: Vec<(String, Vec<WorkerRound>)>,
     /// Per validator name.
     pub validators: Vec<(String, Vec<ValidatorRound>)>,
+    /// The global weights after the last round (what the operator published last).
+    pub global: diloco::params::ParamMap,
+    /// The global model's loss on the fixed validation windows: before round 1, then after
+    /// each round.
+    pub val_losses: Vec<f64>,
 }
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
@@ -78,7 +84,7 @@ pub fn in_process(
     protocol: ProtocolConfig,
     doc: &RunDoc,
     data: &TokenData,
-    workers: &[WorkerSpec],
+    workers: &[WorkerPlan],
     validators: &[(String, u64, bool)],
     val_windows: usize,
     key_seed: &str,
@@ -88,10 +94,16 @@ pub fn in_process(
     let total = usize::try_from(protocol.rounds * protocol.inner_steps).unwrap_or(usize::MAX);
     let init = initial_weights(&doc.model, data, doc.seed)?;
     let doc_bytes = crate::protocol::to_json(doc);
-    let timeout = Duration::from_secs(600);
+    let timeout = Duration::from_mins(10);
     std::thread::scope(|s| -> Result<InProcessReport> {
         let store = &store;
-        let op = s.spawn(|| -> Result<(Vec<RoundResult>, Vec<RoundTiming>)> {
+        type OpOut = (
+            Vec<RoundResult>,
+            Vec<RoundTiming>,
+            diloco::params::ParamMap,
+            Vec<f64>,
+        );
+        let op = s.spawn(|| -> Result<OpOut> {
             let mut op = Operator::start(
                 store,
                 ledger_dir,
@@ -101,8 +113,15 @@ pub fn in_process(
                 &doc_bytes,
                 doc.search_hash()?,
             )?;
-            let r = op.run()?;
-            Ok((r, op.timings.clone()))
+            let mut heldout =
+                BitnetHeldOut::new(doc.model.clone(), data, doc.training.seq_len, val_windows)?;
+            let mut val = vec![heldout.val_loss(op.global())?];
+            let mut results = Vec::new();
+            while op.ledger().state().round <= op.protocol().rounds {
+                results.push(op.run_round()?);
+                val.push(heldout.val_loss(op.global())?);
+            }
+            Ok((results, op.timings.clone(), op.global().clone(), val))
         });
         let ws: Vec<_> = workers
             .iter()
@@ -168,7 +187,7 @@ pub fn in_process(
                 })
             })
             .collect();
-        let (results, timings) = join(op)?;
+        let (results, timings, global, val_losses) = join(op)?;
         let workers = ws.into_iter().map(join).collect::<Result<_>>()?;
         let validators = vs.into_iter().map(join).collect::<Result<_>>()?;
         Ok(InProcessReport {
@@ -176,6 +195,120 @@ pub fn in_process(
             timings,
             workers,
             validators,
+            global,
+            val_losses,
         })
+    })
+}
+
+/// One contribution's outcome in a settled round, by party name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The worker's name (its key in hex when the name is unknown).
+    pub worker: String,
+    /// Contribution id (hex).
+    pub contribution: String,
+    /// Stake-weighted median score in ppm (`None`: no score, e.g. slashed before scoring).
+    pub score_ppm: Option<i64>,
+    /// Slash reason, if slashed.
+    pub slashed: Option<String>,
+    /// Units paid.
+    pub reward: u64,
+}
+
+/// A settled round as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettledRound {
+    /// Round.
+    pub round: u64,
+    /// Units minted.
+    pub emission: u64,
+    /// Every contribution, in log order.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// What reopening and re-verifying a ledger from its files found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerCheck {
+    /// Ledger directory.
+    pub dir: String,
+    /// The operator key it was pinned to (hex).
+    pub operator: String,
+    /// Entries replayed.
+    pub entries: u64,
+    /// Settlements replayed.
+    pub settlements: u64,
+    /// Sum of all balances after the replay.
+    pub total_balance: u64,
+    /// Units minted.
+    pub emitted: u64,
+    /// Merkle root over every entry (hex).
+    pub root: String,
+    /// Balances by name (key hex when the name is unknown), in `names` order first.
+    pub balances: Vec<(String, u64)>,
+    /// The rounds as settled.
+    pub rounds: Vec<SettledRound>,
+}
+
+/// Reopens the ledger in `dir` pinned to `operator`, verifies every entry and signature
+/// from its files ([`incentive_ledger::ledger::verify_dir`]) and reads the settled rounds
+/// back, naming keys by `names`. Nothing here trusts the run's own report: it is what anyone
+/// holding the ledger files can check.
+pub fn check_ledger(
+    dir: &Path,
+    operator: &incentive_ledger::identity::PublicKey,
+    names: &[(String, incentive_ledger::identity::PublicKey)],
+) -> Result<LedgerCheck> {
+    use incentive_ledger::rewards::EvalScore;
+    let verified = incentive_ledger::ledger::verify_dir(dir, Some(operator))?;
+    let ledger = incentive_ledger::ledger::Ledger::open(dir, Some(operator), None)?;
+    let name = |k: &incentive_ledger::identity::PublicKey| {
+        names
+            .iter()
+            .find(|(_, key)| key == k)
+            .map_or_else(|| crate::protocol::hx(&k.0), |(n, _)| n.clone())
+    };
+    let state = ledger.state();
+    let mut balances: Vec<(String, u64)> = names
+        .iter()
+        .map(|(n, k)| (n.clone(), state.balances.get(k).copied().unwrap_or(0)))
+        .collect();
+    for (k, v) in &state.balances {
+        if !names.iter().any(|(_, key)| key == k) {
+            balances.push((name(k), *v));
+        }
+    }
+    let rounds = state
+        .history
+        .iter()
+        .map(|h| SettledRound {
+            round: h.round,
+            emission: h.emission,
+            outcomes: h
+                .outcomes
+                .iter()
+                .map(|o| Outcome {
+                    worker: name(&o.worker),
+                    contribution: crate::protocol::hx(&o.id),
+                    score_ppm: match o.consensus {
+                        Some(EvalScore::Ppm(p)) => Some(p),
+                        _ => None,
+                    },
+                    slashed: o.slash.map(|s| s.to_string()),
+                    reward: o.reward,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(LedgerCheck {
+        dir: dir.display().to_string(),
+        operator: crate::protocol::hx(&operator.0),
+        entries: verified.entries,
+        settlements: verified.settlements,
+        total_balance: verified.total_balance,
+        emitted: state.emitted,
+        root: crate::protocol::hx(&ledger.log().tree().root()),
+        balances,
+        rounds,
     })
 }

@@ -137,10 +137,7 @@ pub fn phased_search(
         best_value: best.value().unwrap_or(f64::NAN),
         best_trial: best.number,
         trials: study.trials()?.len(),
-        journal_sha256: Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        journal_sha256: crate::protocol::hx(&Sha256::digest(&bytes).into()),
         trial_steps,
     })
 }

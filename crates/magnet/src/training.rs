@@ -5,9 +5,8 @@
 use crate::error::{Error, Result};
 use bitnet_model::ModelConfig;
 use bitnet_model::data::TokenData;
-use bitnet_model::train::{TrainConfig, Trainer};
 use burn::tensor::Device;
-use diloco::bitnet::BitnetWorker;
+use diloco::bitnet::{BitnetWorker, WorkerSpec};
 use serde::{Deserialize, Serialize};
 
 /// The inner training config (searched, or given).
@@ -46,28 +45,35 @@ impl Training {
         Ok(())
     }
 
-    /// bitnet-model's train config for `steps` inner steps with this schedule.
-    pub fn train_config(&self, model: &ModelConfig, seed: u64, steps: usize) -> TrainConfig {
-        let lr = self.lr;
-        TrainConfig {
+    /// diloco's recipe for the BitNet worker of shard `shard` of `shards`: `steps` inner
+    /// steps in all (the schedule spans them), batches from `seed`, this config's peak rate
+    /// (bitnet-model's schedule shape scaled alike), batch, sequence length and warm-up.
+    pub fn worker_spec(
+        &self,
+        model: &ModelConfig,
+        shard: usize,
+        shards: usize,
+        seed: u64,
+        steps: usize,
+    ) -> WorkerSpec {
+        let steps = steps.max(1);
+        WorkerSpec::new(
+            model.clone(),
+            shard,
+            shards,
+            steps,
+            self.batch_size,
+            self.seq_len.min(model.context_length),
             seed,
-            steps: steps.max(1),
-            batch_size: self.batch_size,
-            seq_len: self.seq_len.min(model.context_length),
-            warmup_steps: self.warmup_steps.min(steps.max(1)),
-            lr,
-            lr_stage1_end: lr * 2.0 / 3.0,
-            lr_stage2: lr / 3.0,
-            lr_final: lr / 30.0,
-            eval_every: 0,
-            ..TrainConfig::default()
-        }
+        )
+        .peak_lr(self.lr)
+        .warmup(self.warmup_steps.min(steps))
     }
 }
 
 /// A BitNet DiLoCo worker on shard `shard` of `shards` of the training tokens, with its own
-/// seed for batch order; every worker built from the same `init_seed` starts from the same
-/// weights (the operator's version 0 replaces them anyway).
+/// seed for batch order, built by diloco's one recipe ([`WorkerSpec`]); the initial
+/// weights it draws do not matter (it loads the operator's global weights first).
 pub fn bitnet_worker(
     model: &ModelConfig,
     data: &TokenData,
@@ -77,22 +83,13 @@ pub fn bitnet_worker(
     seed: u64,
     steps: usize,
 ) -> Result<BitnetWorker> {
-    let mut d = data.clone();
-    d.train = d.train.shard(shard % shards.max(1), shards.max(1));
-    let trainer = Trainer::new(
-        model.clone(),
-        training.train_config(model, seed, steps),
-        d,
-        &Device::flex(),
-    )?;
-    Ok(BitnetWorker {
-        trainer,
-        probe: Vec::new(),
-        probe_batch: 0,
-    })
+    Ok(training
+        .worker_spec(model, shard, shards, seed, steps)
+        .build(data, &Device::flex())?)
 }
 
-/// The seeded initial weights of `model` (what the operator publishes as version 0).
+/// The seeded initial weights of `model` (what the operator publishes as version 0): the
+/// weights a trainer seeded with `seed` draws, so every party can rebuild them.
 pub fn initial_weights(
     model: &ModelConfig,
     data: &TokenData,
