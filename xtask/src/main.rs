@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Everything CI runs: fmt check, clippy -D warnings, tests with the Python oracles,
-    /// PostgreSQL and S3 (started here), CLI checks, the clean-clone main job, feature checks.
+    /// PostgreSQL and S3 (started here), CLI checks, the main job from an empty folder, feature checks.
     Ci(ci::CiArgs),
     /// Start (or reuse) the throw-away PostgreSQL cluster and S3 server the tests need and
     /// print their environment as `export` lines (`eval "$(cargo xtask services)"`).

@@ -372,10 +372,12 @@ mod from_gguf {
         // A layer count the file cannot hold.
         let e = err(&[("bitnet.block_count", Value::U32(1 << 30))], None);
         assert!(e.contains("layers, but the file has only"), "{e}");
-        // A hidden size that disagrees with the tensors (nothing is sized from it).
+        // A hidden size that disagrees with the tensors (nothing is sized from it): the
+        // shared header reader refuses it against the declared RoPE width, or the tensor
+        // shapes do.
         let e = err(&[("bitnet.embedding_length", Value::U32(1 << 31))], None);
         assert!(
-            e.contains("metadata implies") || e.contains("hidden_size"),
+            e.contains("metadata implies") || e.contains("hidden_size") || e.contains("head width"),
             "{e}"
         );
         // A projection type the runtime cannot read.

@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! cargo build --release -p genkidama -p genkidama-hpo
-//! target/release/genkidama-hpo --budget-s 45 --trials-per-phase 3
+//! target/release/genkidama-hpo --budget-s 45 --trials-per-phase 3 [--sampler auto]
 //! ```
+//!
+//! `--sampler auto|gp|tpe` searches all six parameters jointly with one of autoresearch's
+//! samplers instead of the phases (the same number of trials).
 //!
 //! Writes `<out>/journal.jsonl` (the study; a killed sweep resumes where it stopped),
 //! `<out>/trials/<n>/` (each run's model, metrics and logs), `<out>/results.tsv` and
@@ -17,8 +20,9 @@
 
 use anyhow::{Context, Result, bail};
 use autoresearch::{
-    Direction, GridSampler, JournalStorage, OptimizeOptions, ParamValue, Params, Phase,
-    PhasedSampler, QmcSampler, SearchSpace, Study, Trial, TrialError, TrialHandle, TrialState,
+    AutoSampler, Direction, GpSampler, GridSampler, JournalStorage, OptimizeOptions, ParamValue,
+    Params, Phase, PhasedSampler, QmcSampler, Sampler, SearchSpace, Study, TpeSampler, Trial,
+    TrialError, TrialHandle, TrialState,
 };
 use bitnet_model::ModelConfig;
 use clap::Parser;
@@ -37,8 +41,11 @@ struct Args {
     #[arg(long)]
     genkidama: Option<PathBuf>,
     /// Study directory.
-    #[arg(long, default_value = "target/genkidama-hpo")]
+    #[arg(long, default_value = "runs/genkidama-hpo")]
     out: PathBuf,
+    /// How trials are proposed.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Phased)]
+    sampler: SamplerKind,
     /// Wall-clock training budget of every trial, in seconds.
     #[arg(long, default_value_t = 45.0)]
     budget_s: f64,
@@ -51,14 +58,31 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     trials_per_phase: usize,
     /// Tokenizer and token shards (shared by all trials; prepared by the first one).
-    #[arg(long, default_value = "target/genkidama/data")]
-    data_dir: PathBuf,
+    /// Default: OUT/data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Seed of the sampler and of every training run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Skip the re-runs of the start and best configurations with another seed.
     #[arg(long)]
     no_rerun: bool,
+}
+
+/// How the study proposes trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum SamplerKind {
+    /// Genkidama's order: one phase per lever (learning rate, context length, shape, batch
+    /// and warm-up), the other parameters held at the best configuration so far.
+    Phased,
+    /// autoresearch's default: the GP and the TPE compete on their predictions of trials
+    /// they have not seen, and the better one proposes.
+    Auto,
+    /// A Gaussian process (Matérn 5/2, log expected improvement) over all six parameters.
+    Gp,
+    /// TPE over all six parameters.
+    Tpe,
 }
 
 /// The phases, in the order Genkidama's sweep ran its levers.
@@ -269,6 +293,7 @@ struct PhaseSummary {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    sampler: SamplerKind,
     budget: Budget,
     seed: u64,
     trials: usize,
@@ -324,7 +349,13 @@ fn phase_summaries(trials: &[Trial], trials_per_phase: usize) -> Vec<PhaseSummar
 
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# genkidama-hpo: phased sweep of the tiny preset\n");
+    let title = match r.sampler {
+        SamplerKind::Phased => "phased sweep",
+        SamplerKind::Auto => "joint search (auto sampler)",
+        SamplerKind::Gp => "joint search (GP sampler)",
+        SamplerKind::Tpe => "joint search (TPE sampler)",
+    };
+    let _ = writeln!(s, "# genkidama-hpo: {title} of the tiny preset\n");
     let budget = match r.budget {
         Budget::Seconds(b) => format!("{b:.0} s of training"),
         Budget::Tokens(t) => format!("{t} training tokens"),
@@ -393,7 +424,10 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let runner = Arc::new(Runner {
         genkidama: genkidama_binary(args.genkidama.as_deref())?,
-        data_dir: args.data_dir.clone(),
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| args.out.join("data")),
         budget: match args.budget_tokens {
             Some(t) => Budget::Tokens(t),
             None => Budget::Seconds(args.budget_s),
@@ -405,13 +439,19 @@ fn main() -> Result<()> {
         .iter()
         .map(|p| p.trials)
         .sum();
+    let sampler: Box<dyn Sampler> = match args.sampler {
+        SamplerKind::Phased => Box::new(PhasedSampler::new(
+            phases(args.trials_per_phase, args.seed),
+            Some(start_params()),
+        )),
+        SamplerKind::Auto => Box::new(AutoSampler::default()),
+        SamplerKind::Gp => Box::new(GpSampler::default()),
+        SamplerKind::Tpe => Box::new(TpeSampler::default()),
+    };
     let study = Study::builder(space())
         .name("genkidama-hpo")
         .direction(Direction::Minimize)
-        .sampler(PhasedSampler::new(
-            phases(args.trials_per_phase, args.seed),
-            Some(start_params()),
-        ))
+        .sampler_boxed(sampler)
         .storage(storage)
         .seed(args.seed)
         .build()?;
@@ -463,7 +503,12 @@ fn main() -> Result<()> {
         .context("the start configuration (trial 0) did not complete")?;
     let best = study.best_trial()?.context("no trial completed")?;
     let best_value = best.value().context("best trial has no value")?;
-    let phases = phase_summaries(&trials, args.trials_per_phase);
+    // Per-phase gains exist only for the phased search (the others search jointly).
+    let phases = if args.sampler == SamplerKind::Phased {
+        phase_summaries(&trials, args.trials_per_phase)
+    } else {
+        Vec::new()
+    };
     let most = phases
         .iter()
         .max_by(|a, b| a.improvement.total_cmp(&b.improvement))
@@ -485,6 +530,7 @@ fn main() -> Result<()> {
         );
     }
     let report = Report {
+        sampler: args.sampler,
         budget: runner.budget,
         seed: args.seed,
         trials: trials.len(),

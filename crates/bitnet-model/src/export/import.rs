@@ -130,22 +130,12 @@ pub fn import_gguf(path: &Path) -> Result<ImportedModel> {
     };
     let file = GgufFile::open(path).map_err(gguf)?;
     let m = file.metadata();
-    let arch = m.get_str("general.architecture").map_err(gguf)?.to_string();
+    let (arch, config) = gguf_config(&file)?;
     let keys = Keys {
         m,
         arch: &arch,
         path,
     };
-    let activation = match arch.as_str() {
-        "bitnet" => Activation::Silu,
-        "bitnet-b1.58" | "bitnet-25" => Activation::ReluSquared,
-        other => {
-            return Err(keys.fail(format!(
-                "general.architecture `{other}` is not bitnet, bitnet-b1.58 or bitnet-25"
-            )));
-        }
-    };
-    let config = read_config(&file, &keys, activation)?;
     let mut weights = WeightMap::new();
     let mut latent_projections = Vec::new();
     for (name, shape) in config.tensor_shapes() {
@@ -186,6 +176,39 @@ pub fn import_gguf(path: &Path) -> Result<ImportedModel> {
         vocab,
         latent_projections,
     })
+}
+
+/// The architecture (`general.architecture`) and the model config a `bitnet` /
+/// `bitnet-b1.58` / `bitnet-25` GGUF file describes: the one reader of the hyper-parameters,
+/// shared by [`import_gguf`] and the packed loader
+/// ([`PackedModel::from_gguf`](crate::runtime::PackedModel::from_gguf)). Every count is
+/// checked against what the file can hold before anything is sized from it.
+pub fn gguf_config(file: &GgufFile) -> Result<(String, ModelConfig)> {
+    let path = file.path();
+    let m = file.metadata();
+    let arch = m
+        .get_str("general.architecture")
+        .map_err(|source| Error::Gguf {
+            path: path.display().to_string(),
+            source,
+        })?
+        .to_string();
+    let keys = Keys {
+        m,
+        arch: &arch,
+        path,
+    };
+    let activation = match arch.as_str() {
+        "bitnet" => Activation::Silu,
+        "bitnet-b1.58" | "bitnet-25" => Activation::ReluSquared,
+        other => {
+            return Err(keys.fail(format!(
+                "general.architecture `{other}` is not bitnet, bitnet-b1.58 or bitnet-25"
+            )));
+        }
+    };
+    let config = read_config(file, &keys, activation)?;
+    Ok((arch, config))
 }
 
 fn read_config(file: &GgufFile, keys: &Keys<'_>, activation: Activation) -> Result<ModelConfig> {

@@ -14,14 +14,13 @@
 use super::model::{Threads, Transformer};
 use super::ops::QUANT_EPS;
 use super::packed::{PackedModel, PackedProjection, engine_for};
-use crate::config::{Activation, ModelConfig, WeightKind};
 use crate::error::{Error, Result};
+pub use crate::export::import::gguf_config;
 use gguf_io::{GgmlType, GgufFile, TensorView};
 use std::path::Path;
 use ternary_core::{Format, Granularity, PackedMatrix, TernaryWeights, quantize_absmean};
 
-/// Longest context accepted from a file.
-pub const MAX_CONTEXT: usize = 1 << 20;
+pub use crate::export::import::MAX_CONTEXT;
 
 /// What [`PackedModel::from_gguf`] read besides the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +33,8 @@ pub struct GgufLoad {
     pub packed_bytes: usize,
 }
 
+/// Errors naming the file.
 struct Keys<'a> {
-    file: &'a GgufFile,
-    arch: &'a str,
     path: &'a Path,
 }
 
@@ -54,108 +52,6 @@ impl Keys<'_> {
             source,
         }
     }
-
-    fn key(&self, k: &str) -> String {
-        format!("{}.{k}", self.arch)
-    }
-
-    fn uint(&self, k: &str) -> Result<usize> {
-        let key = self.key(k);
-        let v = self
-            .file
-            .metadata()
-            .get_uint(&key)
-            .map_err(|e| self.gguf(e))?;
-        usize::try_from(v).map_err(|_| self.fail(format!("{key} = {v} is too large")))
-    }
-
-    fn opt_uint(&self, k: &str) -> Result<Option<usize>> {
-        if self.file.metadata().contains_key(&self.key(k)) {
-            self.uint(k).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-}
-
-/// The architecture a `bitnet` / `bitnet-b1.58` / `bitnet-25` GGUF file describes, with
-/// the same rules as [`import_gguf`](crate::export::import_gguf).
-pub fn gguf_config(file: &GgufFile) -> Result<(String, ModelConfig)> {
-    let arch = file
-        .metadata()
-        .get_str("general.architecture")
-        .map_err(|source| Error::Gguf {
-            path: file.path().display().to_string(),
-            source,
-        })?
-        .to_string();
-    let keys = Keys {
-        file,
-        arch: &arch,
-        path: file.path(),
-    };
-    let activation = match arch.as_str() {
-        "bitnet" => Activation::Silu,
-        "bitnet-b1.58" | "bitnet-25" => Activation::ReluSquared,
-        other => {
-            return Err(keys.fail(format!(
-                "general.architecture `{other}` is not bitnet, bitnet-b1.58 or bitnet-25"
-            )));
-        }
-    };
-    let embd = file
-        .tensor_info("token_embd.weight")
-        .ok_or_else(|| keys.fail("tensor token_embd.weight is missing".into()))?;
-    if embd.dims().len() != 2 {
-        return Err(keys.fail(format!("token_embd.weight has dims {:?}", embd.dims())));
-    }
-    let n_layers = keys.uint("block_count")?;
-    if n_layers.saturating_mul(11) > file.tensors().len() {
-        return Err(keys.fail(format!(
-            "{} = {n_layers} layers, but the file has only {} tensors",
-            keys.key("block_count"),
-            file.tensors().len()
-        )));
-    }
-    let context_length = keys.uint("context_length")?;
-    if context_length > MAX_CONTEXT {
-        return Err(keys.fail(format!(
-            "{} = {context_length} exceeds the supported {MAX_CONTEXT}",
-            keys.key("context_length")
-        )));
-    }
-    let n_heads = keys.uint("attention.head_count")?;
-    let m = file.metadata();
-    let float = |k: &str| -> Result<Option<f64>> {
-        let key = keys.key(k);
-        if m.contains_key(&key) {
-            m.get_float(&key).map(Some).map_err(|e| keys.gguf(e))
-        } else {
-            Ok(None)
-        }
-    };
-    let config = ModelConfig {
-        vocab_size: usize::try_from(embd.dims()[1])
-            .map_err(|_| keys.fail("token_embd.weight is too large".into()))?,
-        hidden_size: keys.uint("embedding_length")?,
-        n_layers,
-        n_heads,
-        n_kv_heads: keys.opt_uint("attention.head_count_kv")?.unwrap_or(n_heads),
-        ffn_hidden_size: keys.uint("feed_forward_length")?,
-        context_length,
-        rope_theta: float("rope.freq_base")?.unwrap_or(10_000.0) as f32,
-        norm_eps: float("attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
-            keys.fail(format!(
-                "{} is missing",
-                keys.key("attention.layer_norm_rms_epsilon")
-            ))
-        })? as f32,
-        activation,
-        tied_embeddings: file.tensor_info("output.weight").is_none(),
-        weights: WeightKind::Ternary,
-    };
-    config.validate()?;
-    Ok((arch, config))
 }
 
 impl PackedModel {
@@ -172,11 +68,7 @@ impl PackedModel {
     /// Builds the packed model from an open GGUF file.
     pub fn from_gguf_file(file: &GgufFile, threads: Threads) -> Result<(PackedModel, GgufLoad)> {
         let (architecture, config) = gguf_config(file)?;
-        let keys = Keys {
-            file,
-            arch: &architecture,
-            path: file.path(),
-        };
+        let keys = Keys { path: file.path() };
         let shapes = config.tensor_shapes();
         let view = |name: &str| -> Result<TensorView<'_>> {
             let shape = &shapes
