@@ -482,7 +482,10 @@ impl<'s> Operator<'s> {
         let mut records: BTreeMap<Hash, Committed> = BTreeMap::new();
         let mut refused: BTreeMap<String, String> = BTreeMap::new();
         let begin = Instant::now();
-        let mut first: Option<Instant> = None;
+        // When the quorum was first reached: the grace window for stragglers starts there,
+        // not at the first commit, so parties that commit at once without training (a
+        // copier, a NaN sender) cannot start the clock and cut the honest workers out.
+        let mut quorum_at: Option<Instant> = None;
         loop {
             let t = Instant::now();
             self.ingest_commits(round, &mut records, &mut refused, read)?;
@@ -491,8 +494,8 @@ impl<'s> Operator<'s> {
                 break;
             }
             let n = self.ledger.state().open_contributions().len();
-            if n > 0 {
-                first.get_or_insert_with(Instant::now);
+            if n >= self.protocol.quorum {
+                quorum_at.get_or_insert_with(Instant::now);
             }
             let expected = self.workers_for(round);
             let committed: BTreeSet<PublicKey> = self
@@ -503,9 +506,8 @@ impl<'s> Operator<'s> {
                 .map(|c| c.worker)
                 .collect();
             let all = !expected.is_empty() && expected.iter().all(|k| committed.contains(k));
-            let graced = n >= self.protocol.quorum
-                && first
-                    .is_some_and(|f| f.elapsed() >= Duration::from_millis(self.protocol.grace_ms));
+            let graced = quorum_at
+                .is_some_and(|q| q.elapsed() >= Duration::from_millis(self.protocol.grace_ms));
             if all
                 || graced
                 || begin.elapsed() >= Duration::from_millis(self.protocol.commit_deadline_ms)

@@ -77,9 +77,10 @@ pub struct ProtocolConfig {
     pub min_workers: usize,
     /// Registered validators the operator waits for before opening round 1.
     pub min_validators: usize,
-    /// Commits that close a round early once the grace window after the first one passed.
+    /// Commits after which a round closes once the grace window has passed (or at once when
+    /// every member committed).
     pub quorum: usize,
-    /// Grace window after the first commit (ms).
+    /// Grace window for stragglers, from the moment the quorum is reached (ms).
     pub grace_ms: u64,
     /// Hard deadline of the commit phase (ms, from the round's open).
     pub commit_deadline_ms: u64,

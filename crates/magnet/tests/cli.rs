@@ -9,8 +9,10 @@
 //! - separate processes over a `file://` store (and S3 when the test server is up): the
 //!   operator runs the phased search first (its journal hash in the ledger's protocol
 //!   record), workers and validators are their own processes, one honest worker is killed
-//!   with SIGKILL after round 1 and started again (it rejoins), the copier and the NaN
-//!   sender are slashed, the liar's verdicts do not count, and the ledger verifies.
+//!   with SIGKILL after round 1 and started again (it rejoins), the operator is killed in
+//!   the middle of round 2 and started again (it resumes from the ledger and the store),
+//!   the copier and the NaN sender are slashed, the liar's verdicts do not count, nothing
+//!   is paid twice (balances equal the emission) and the ledger verifies.
 #![cfg(feature = "cli")]
 
 use incentive_ledger::identity::PublicKey;
@@ -389,11 +391,13 @@ fn separate_processes(store_url: &str, s: &Setup, tag: &str) {
         "5",
         "--validators",
         "2",
-        // Round 1: the copier has nothing to copy, so 4 commit; then the honest 3 + NaN.
+        // Round 1: the copier has nothing to copy, so 4 commit; later rounds close when all
+        // 5 did, or 10 s after 4 did (the killed worker's round: time for the others to
+        // finish training, whoever committed first).
         "--quorum",
         "4",
         "--grace-ms",
-        "1500",
+        "10000",
         "--commit-deadline-ms",
         "120000",
         "--eval-deadline-ms",
@@ -488,6 +492,21 @@ fn separate_processes(store_url: &str, s: &Setup, tag: &str) {
     drop(w2);
     let mut w2 = spawn("w2-restarted", &w2_args, &logs);
 
+    // Kill the operator in the middle of round 2 (its commits closed, the evaluations not
+    // yet settled) and start it again on the same ledger and store: it resumes the round.
+    while store
+        .get_limited(&keys::close(2), 1 << 20)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "round 2 never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    operator.child.kill().unwrap();
+    operator.child.wait().unwrap();
+    drop(operator);
+    let mut operator = spawn("operator-restarted", &op_args, &logs);
+
     wait_ok(&mut operator, deadline, &logs);
     for p in [
         &mut w0,
@@ -507,8 +526,13 @@ fn separate_processes(store_url: &str, s: &Setup, tag: &str) {
         "the search ran its 3 trials: {}",
         report["doc"]["search"]
     );
+    // The restarted operator reports the rounds it ran itself, the last one included.
     let curve = report["rounds"].as_array().unwrap();
-    assert_eq!(curve.len() as u64, ROUNDS);
+    assert_eq!(
+        curve.last().unwrap()["round"].as_u64().unwrap(),
+        ROUNDS,
+        "{report}"
+    );
 
     // Settlement as the ledger files say, names from the derived keys.
     let names: Vec<(String, PublicKey)> = [
@@ -529,6 +553,9 @@ fn separate_processes(store_url: &str, s: &Setup, tag: &str) {
     // w2 may have missed the round it was killed in, or committed and died before revealing.
     let crashed: Vec<(&str, u64)> = (2..=ROUNDS).map(|r| ("w2", r)).collect();
     check_settlement(&check, &["w0", "w1", "w2"], &crashed);
+    // Nothing minted or paid twice across the operator's restart: the schedule exactly.
+    assert_eq!(check["emitted"].as_u64().unwrap(), 2_500);
+    assert_eq!(check["settlements"].as_u64().unwrap(), ROUNDS);
     let l = Ledger::open(&ledger, Some(&op_key), None).unwrap();
     let protocol = l.state().protocol.expect("protocol record");
     assert_ne!(

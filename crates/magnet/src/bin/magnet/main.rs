@@ -370,14 +370,15 @@ fn run_all(a: &RunArgs) -> Result<()> {
         origin: "magnet-run".into(),
         min_workers: n,
         min_validators: v,
-        // Every worker that can commit in round 1 (the copiers have nothing to copy yet);
-        // later rounds close after the grace window once this many have committed.
+        // Every worker that can commit in round 1 (the copiers have nothing to copy yet).
+        // A round closes when every member committed, or 10 s after this many did: time
+        // for the trainers that finish last (parties that send at once do not start it).
         quorum: a.workers
             + a.adversary
                 .iter()
                 .filter(|x| !matches!(x, Adversary::CopyExact | Adversary::CopyNoisy))
                 .count(),
-        grace_ms: 2_000,
+        grace_ms: 10_000,
         poll_ms: 10,
         ..a.protocol.protocol()
     };
@@ -528,10 +529,11 @@ struct OperatorArgs {
     /// Validators to wait for before round 1.
     #[arg(long, default_value_t = 1)]
     validators: usize,
-    /// Commits that close a round after the grace window.
+    /// Commits after which a round closes once the grace window has passed.
     #[arg(long, default_value_t = 1)]
     quorum: usize,
-    /// Grace window after the first commit / the validators' stake quorum (ms).
+    /// Grace window for stragglers once the commit quorum / more than half of the
+    /// validators' stake is in (ms).
     #[arg(long, default_value_t = 20_000)]
     grace_ms: u64,
     /// Hard deadline of a commit phase (ms).
