@@ -629,6 +629,22 @@ fn operator(a: &OperatorArgs) -> Result<()> {
     Ok(())
 }
 
+/// The protocol and the run document the operator published (what every party reads
+/// before it joins).
+fn run_documents(store: &Store, timeout: Duration) -> Result<(ProtocolConfig, RunDoc)> {
+    let p = roles::read_protocol(store, timeout)?;
+    let doc: RunDoc = parse(
+        &store.wait_for(
+            keys::RUN,
+            p.limits.document,
+            timeout,
+            Duration::from_millis(p.poll_ms),
+        )?,
+        keys::RUN,
+    )?;
+    Ok((p, doc))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Prepare {
@@ -658,16 +674,7 @@ fn main() -> Result<()> {
             let (m, data) = model.load()?;
             let store = Store::open(&party.store)?;
             let timeout = Duration::from_millis(party.timeout_ms);
-            let p = roles::read_protocol(&store, timeout)?;
-            let doc: RunDoc = parse(
-                &store.wait_for(
-                    keys::RUN,
-                    p.limits.document,
-                    timeout,
-                    Duration::from_millis(p.poll_ms),
-                )?,
-                keys::RUN,
-            )?;
+            let (p, doc) = run_documents(&store, timeout)?;
             let total = usize::try_from(p.rounds * p.inner_steps)?;
             let mut trainer = match adversary {
                 None | Some(Adversary::Inflate | Adversary::Poison) => Some(bitnet_worker(
@@ -725,16 +732,7 @@ fn main() -> Result<()> {
             let (m, data) = model.load()?;
             let store = Store::open(&party.store)?;
             let timeout = Duration::from_millis(party.timeout_ms);
-            let p = roles::read_protocol(&store, timeout)?;
-            let doc: RunDoc = parse(
-                &store.wait_for(
-                    keys::RUN,
-                    p.limits.document,
-                    timeout,
-                    Duration::from_millis(p.poll_ms),
-                )?,
-                keys::RUN,
-            )?;
+            let (_, doc) = run_documents(&store, timeout)?;
             let mut heldout = BitnetHeldOut::new(m, &data, doc.training.seq_len, val_windows)?;
             let me = Party {
                 key: derived_key(&party.key_seed, &party.name),
