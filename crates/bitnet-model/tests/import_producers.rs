@@ -559,3 +559,20 @@ fn sentencepiece_vocabularies_tokenize_like_llama_cpp() {
         );
     }
 }
+
+/// llama.cpp tokenizes text without parsing special tokens (`parse_special = false`), so a
+/// GGUF vocabulary's control tokens written in the text are characters; Hugging Face
+/// tokenizers would emit the control id (found by `tests/llama_cpp.rs` against llama.cpp).
+#[test]
+fn special_token_text_is_text_as_in_llama_cpp() {
+    let tok = tokenizer();
+    let text = "files <|endoftext|> install";
+    // Our own trained tokenizer (Hugging Face semantics) still matches the added token.
+    assert!(tok.encode(text).unwrap().contains(&tok.eos_id()));
+    for kind in [PreTokenizer::Gpt2, PreTokenizer::Llama3] {
+        let t = gpt2_vocab(&tok, kind, false).to_text_tokenizer().unwrap();
+        let ids = t.encode(text).unwrap();
+        assert!(!ids.contains(&tok.eos_id()), "{kind:?}: {ids:?}");
+        assert_eq!(t.decode(&ids).unwrap(), text, "{kind:?}");
+    }
+}

@@ -377,15 +377,20 @@ impl GgufVocab {
             .collect()
     }
 
-    /// The tokenizer this vocabulary describes.
+    /// The tokenizer this vocabulary describes, tokenizing as llama.cpp does: control tokens
+    /// written in the text are text (user-defined tokens are still matched).
     pub fn to_text_tokenizer(&self) -> Result<TextTokenizer> {
         let text = self
             .to_tokenizer_json()
             .map_err(|m| Error::data("GGUF tokenizer", m))?;
-        let inner: tokenizers::Tokenizer = text.parse().map_err(|source| Error::Tokenizer {
+        let mut inner: tokenizers::Tokenizer = text.parse().map_err(|source| Error::Tokenizer {
             what: "from GGUF metadata".into(),
             source,
         })?;
+        // llama.cpp tokenizes plain text without parsing special tokens (`llama_tokenize`
+        // with `parse_special = false`): `<|endoftext|>` or `<s>` written in the text are
+        // characters, not control ids. Hugging Face tokenizers match them by default.
+        inner.set_encode_special_tokens(true);
         TextTokenizer::from_tokenizer(inner)
     }
 }
