@@ -356,8 +356,9 @@ fn projection(
 }
 
 /// Codes and the one scale of values that are all `0` or `±s` (what converters write after
-/// baking absmean ternarization into float weights), or `None`.
-fn ternary_with_one_scale(values: &[f32]) -> Option<(Vec<i8>, f32)> {
+/// baking absmean ternarization into float weights), or `None`. Also the packed loader's
+/// test for float projections that already are ternary (`runtime::load`).
+pub(crate) fn ternary_with_one_scale(values: &[f32]) -> Option<(Vec<i8>, f32)> {
     let mut scale = None;
     let mut codes = Vec::with_capacity(values.len());
     for &v in values {

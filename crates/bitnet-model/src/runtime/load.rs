@@ -16,6 +16,7 @@ use super::ops::QUANT_EPS;
 use super::packed::{PackedModel, PackedProjection, engine_for};
 use crate::error::{Error, Result};
 pub use crate::export::import::gguf_config;
+use crate::export::import::ternary_with_one_scale;
 use gguf_io::{GgmlType, GgufFile, TensorView};
 use std::path::Path;
 use ternary_core::{Format, Granularity, PackedMatrix, TernaryWeights, quantize_absmean};
@@ -161,7 +162,7 @@ fn projection_matrix(v: &TensorView<'_>, name: &str, keys: &Keys<'_>) -> Result<
     if let Some(i) = values.iter().position(|x| !x.is_finite()) {
         return Err(keys.fail(format!("tensor {name}: non-finite value at element {i}")));
     }
-    let t = match exact_ternary(&values) {
+    let t = match ternary_with_one_scale(&values) {
         Some((codes, s)) => TernaryWeights {
             rows,
             cols,
@@ -174,25 +175,6 @@ fn projection_matrix(v: &TensorView<'_>, name: &str, keys: &Keys<'_>) -> Result<
         }
     };
     PackedMatrix::from_ternary(Format::I2S, &t).map_err(err)
-}
-
-/// Codes and the one scale of values that are all `0` or `±s`, or `None`.
-fn exact_ternary(values: &[f32]) -> Option<(Vec<i8>, f32)> {
-    let mut scale = None;
-    let mut codes = Vec::with_capacity(values.len());
-    for &v in values {
-        if v == 0.0 {
-            codes.push(0);
-            continue;
-        }
-        match scale {
-            None => scale = Some(v.abs()),
-            Some(s) if s == v.abs() => {}
-            Some(_) => return None,
-        }
-        codes.push(if v > 0.0 { 1 } else { -1 });
-    }
-    Some((codes, scale.unwrap_or(0.0)))
 }
 
 /// llama.cpp's optional `blk.N.<proj>.scale` (one value multiplying the projection).
