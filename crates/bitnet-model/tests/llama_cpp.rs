@@ -115,7 +115,7 @@ fn edge_cases() -> Vec<String> {
         "",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(ToString::to_string)
     .collect()
 }
 
