@@ -4,16 +4,16 @@ the tokenizer id for id per `tokenizer.ggml.pre`, and the logits of a `bitnet` m
 
     llama_cpp_oracle.py write OUT_DIR TRAIN_TEXT VOCAB_SIZE
     llama_cpp_oracle.py tokenize TEXTS_JSON OUT_JSON GGUF...
-    llama_cpp_oracle.py logits GGUF TEXT N_TOKENS OUT_DIR
+    llama_cpp_oracle.py logits GGUF TEXT N_TOKENS OUT_DIR [f16|f32]
 
 `write` trains three vocabularies on TRAIN_TEXT with Hugging Face `tokenizers` (as the
 models' own authors would) and writes, with the `gguf` package (gguf-py), one small random
 `bitnet` model per vocabulary: `gpt-2.gguf` (byte-level BPE, GPT-2 split, no
 `add_bos_token` key), `llama-bpe.gguf` (byte-level BPE trained with Llama 3's split,
-`add_bos_token` true) and `llama.gguf` (SentencePiece-style: `▁` pieces with scores,
-`<0xXX>` byte fallback, an alphabet limited so rare characters fall back to bytes, no
-`add_bos_token` key) plus `llama-nobos.gguf` (the same with `add_bos_token` false and
-`add_space_prefix` false). Each model: 2 layers, hidden 256, 4 heads / 2 KV heads, FFN
+`add_bos_token` true; `llama-bpe-nokey.gguf` the same without the key) and `llama.gguf`
+(SentencePiece-style: `▁` pieces with scores, `<0xXX>` byte fallback, an alphabet limited
+so rare characters fall back to bytes, no `add_bos_token` key) plus `llama-nobos.gguf`
+(the same with `add_bos_token` false and `add_space_prefix` false). Each model: 2 layers, hidden 256, 4 heads / 2 KV heads, FFN
 512, theta 500000, random ternary projections in TQ2_0 (TQ1_0 for the FFN down
 projection), F32 norms near 1, and a Q6_K `token_embd` (random valid blocks: gguf-py has
 no Q6_K quantizer) that is also the head: mainline llama.cpp's `bitnet` graph has no
@@ -23,7 +23,8 @@ untied head and refuses a file with `output.weight` ("wrong number of tensors").
 ids without and with the special tokens the file asks for (`add_bos`), never parsing
 special-token text (`special=False`).
 
-`logits` runs llama.cpp on the first N_TOKENS of TEXT (BOS as the file says) and writes
+`logits` runs llama.cpp on the first N_TOKENS of TEXT (BOS as the file says; K / V cache
+in f16, llama.cpp's default, or f32) and writes
 OUT_DIR/tokens.u32 and OUT_DIR/logits.f32 (little-endian, [N, vocab] row-major); it prints
 {"loss": mean NLL in nats of tokens 1..N, "tokens": N}.
 """
@@ -190,10 +191,10 @@ def cmd_write(out, train_text, vocab_size):
                                          merges=merges, bos=eot, eos=eot), 1)
     specials = ["<|begin_of_text|>", "<|end_of_text|>"]
     tokens, types, merges = train_byte_level(lines, vocab_size, True, specials)
-    write_model(out / "llama-bpe.gguf",
-                dict(model="gpt2", pre="llama-bpe", tokens=tokens, types=types, merges=merges,
-                     bos=tokens.index(specials[0]), eos=tokens.index(specials[1]),
-                     add_bos=True), 2)
+    llama3 = dict(model="gpt2", pre="llama-bpe", tokens=tokens, types=types, merges=merges,
+                  bos=tokens.index(specials[0]), eos=tokens.index(specials[1]))
+    write_model(out / "llama-bpe.gguf", dict(llama3, add_bos=True), 2)
+    write_model(out / "llama-bpe-nokey.gguf", llama3, 5)
     tokens, types, scores = train_sentencepiece(lines, vocab_size)
     spm = dict(model="llama", pre="default", tokens=tokens, types=types, scores=scores,
                bos=tokens.index("<s>"), eos=tokens.index("</s>"))
@@ -221,13 +222,14 @@ def cmd_tokenize(texts_json, out_json, files):
     return 0
 
 
-def cmd_logits(gguf_path, text, n_tokens, out):
+def cmd_logits(gguf_path, text, n_tokens, out, kv):
     from llama_cpp import Llama
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    kv_type = {"f32": 0, "f16": 1}[kv]  # GGML_TYPE_F32 / GGML_TYPE_F16
     llm = Llama(model_path=gguf_path, n_ctx=n_tokens, n_batch=n_tokens, n_ubatch=n_tokens,
-                logits_all=True, n_threads=2, verbose=False)
+                logits_all=True, n_threads=2, type_k=kv_type, type_v=kv_type, verbose=False)
     data = Path(text).read_text(encoding="utf-8")
     ids = llm.tokenize(data.encode("utf-8"), add_bos=True, special=False)[:n_tokens]
     if len(ids) < 2:
@@ -253,8 +255,8 @@ def main():
         return cmd_write(a[1], a[2], int(a[3]))
     if len(a) >= 4 and a[0] == "tokenize":
         return cmd_tokenize(a[1], a[2], a[3:])
-    if len(a) == 5 and a[0] == "logits":
-        return cmd_logits(a[1], a[2], int(a[3]), a[4])
+    if len(a) in (5, 6) and a[0] == "logits":
+        return cmd_logits(a[1], a[2], int(a[3]), a[4], a[5] if len(a) == 6 else "f16")
     print(__doc__, file=sys.stderr)
     return 2
 
