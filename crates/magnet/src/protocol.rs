@@ -95,6 +95,10 @@ pub struct ProtocolConfig {
     pub step_cosine: f64,
     /// Free rider: an update whose L2 norm is below this fraction of the round's median.
     pub free_rider_ratio: f64,
+    /// Copy check: residual cosine with the same worker's earlier update from which an
+    /// update is a replay of it.
+    #[serde(default = "default_replay_cosine")]
+    pub replay_cosine: f64,
     /// Earlier rounds whose updates the copy check compares against.
     pub history_rounds: u64,
     /// Held-out windows per (validator, contribution) measurement.
@@ -113,6 +117,10 @@ pub struct ProtocolConfig {
     pub limits: Limits,
     /// Poll interval of every wait (ms).
     pub poll_ms: u64,
+}
+
+fn default_replay_cosine() -> f64 {
+    0.99
 }
 
 impl Default for ProtocolConfig {
@@ -134,6 +142,7 @@ impl Default for ProtocolConfig {
             copy_cosine: 0.9,
             step_cosine: 0.95,
             free_rider_ratio: 1e-3,
+            replay_cosine: default_replay_cosine(),
             history_rounds: 2,
             heldout_windows: 8,
             eval_lr: 0.7,
@@ -169,6 +178,7 @@ impl ProtocolConfig {
         for (f, v) in [
             ("copy_cosine", self.copy_cosine),
             ("step_cosine", self.step_cosine),
+            ("replay_cosine", self.replay_cosine),
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return bad(f, "in (0, 1]");

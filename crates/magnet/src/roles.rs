@@ -43,6 +43,9 @@ pub enum Adversary {
     FreeRider,
     /// Trains honestly and sends its update negated and scaled by 4.
     Poison,
+    /// Trains honestly in its first round, then resubmits that update (rescaled by 1.5, with
+    /// 1 % noise, in the protocol's codec) instead of training.
+    Replay,
 }
 
 impl Adversary {
@@ -55,12 +58,16 @@ impl Adversary {
             Adversary::Nan => "nan",
             Adversary::FreeRider => "free-rider",
             Adversary::Poison => "poison",
+            Adversary::Replay => "replay",
         }
     }
 
-    /// Whether it trains (its update starts from real work).
+    /// Whether it needs a trainer (some or all of its updates start from real work).
     pub fn trains(self) -> bool {
-        matches!(self, Adversary::Inflate | Adversary::Poison)
+        matches!(
+            self,
+            Adversary::Inflate | Adversary::Poison | Adversary::Replay
+        )
     }
 }
 
@@ -162,6 +169,9 @@ pub struct WorkerOptions<'a> {
     pub skip: Vec<u64>,
     /// Leaves after this round.
     pub leave_after: Option<u64>,
+    /// Rounds in which it straggles: it trains, then commits only once the round has
+    /// closed (past the quorum's grace window), so its update is not in the round.
+    pub late: Vec<u64>,
     /// Longest wait for any document.
     pub timeout: Duration,
     /// Seed of the noisy copier's noise.
@@ -195,6 +205,19 @@ fn copy_source(
         .and_then(|(_, c)| c.as_ref().ok().cloned()))
 }
 
+/// `d` rescaled by 1.5 with 1 % of each tensor's RMS as noise: a copy disguised as work.
+fn disguise(d: &mut ParamMap, seed: u64) {
+    for (i, t) in d.values_mut().enumerate() {
+        let rms = (t.data.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>()
+            / t.data.len().max(1) as f64)
+            .sqrt() as f32;
+        let nz = noise(seed.wrapping_add(i as u64), t.data.len());
+        for (x, e) in t.data.iter_mut().zip(nz) {
+            *x = 1.5 * (*x + 0.01 * rms * e);
+        }
+    }
+}
+
 fn noise(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
@@ -217,6 +240,8 @@ pub fn run_worker(
     let member = join(store, &p, party, Role::Worker, o.timeout)?;
     let last = o.leave_after.unwrap_or(p.rounds).min(p.rounds);
     let mut out = Vec::new();
+    // What it last sent (the replaying attacker's source).
+    let mut last_sent: Option<ParamMap> = None;
     for round in member.from_round..=last {
         let open: RoundOpen = wait_doc(store, &keys::open(round), &p, o.timeout)?;
         let mut rec = WorkerRound {
@@ -238,7 +263,15 @@ pub fn run_worker(
         let global = model_version(store, &p, round - 1, o.timeout)?;
         let mut weight = p.update_weight;
         let mut uplink = p.codec;
+        let replay = match (o.adversary, &last_sent) {
+            (Some(Adversary::Replay), Some(d)) => Some(d.clone()),
+            _ => None,
+        };
         let mut delta = match (o.adversary, o.trainer.as_deref_mut()) {
+            (Some(Adversary::Replay), _) if let Some(mut d) = replay => {
+                disguise(&mut d, o.seed.wrapping_add(round * 1000));
+                d
+            }
             (adv, Some(t)) if adv.is_none_or(Adversary::trains) => {
                 t.set_params(&global)?;
                 let mut sum = 0.0;
@@ -263,16 +296,7 @@ pub fn run_worker(
                         continue;
                     };
                     if a == Adversary::CopyNoisy {
-                        for (i, t) in d.values_mut().enumerate() {
-                            let rms = (t.data.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>()
-                                / t.data.len().max(1) as f64)
-                                .sqrt() as f32;
-                            let nz =
-                                noise(o.seed.wrapping_add(round * 1000 + i as u64), t.data.len());
-                            for (x, e) in t.data.iter_mut().zip(nz) {
-                                *x = 1.5 * (*x + 0.01 * rms * e);
-                            }
-                        }
+                        disguise(&mut d, o.seed.wrapping_add(round * 1000));
                         uplink = Codec::Q4 { block: 64 };
                     }
                     d
@@ -300,7 +324,9 @@ pub fn run_worker(
                     }
                     d
                 }
-                Adversary::Inflate | Adversary::Poison => unreachable!("trains"),
+                Adversary::Inflate | Adversary::Poison | Adversary::Replay => {
+                    unreachable!("trains")
+                }
             },
             (None, Some(_)) => unreachable!("an honest worker with a trainer trains"),
         };
@@ -327,6 +353,9 @@ pub fn run_worker(
             _ => artifact::build(member.worker_id, round, weight, &delta, uplink)?,
         };
         bytes.shrink_to_fit();
+        if o.adversary == Some(Adversary::Replay) && last_sent.is_none() {
+            last_sent = Some(delta.clone());
+        }
         let hash = artifact_hash(&bytes);
         let metrics = rec
             .train_loss
@@ -352,6 +381,9 @@ pub fn run_worker(
         }
         .sign(&party.key)
         .to_bytes();
+        if o.late.contains(&round) {
+            let _: CloseNotice = wait_doc(store, &keys::close(round), &p, o.timeout)?;
+        }
         store.put_idempotent(
             &keys::commit(round, &hx(&artifact_hash(&record))),
             &record,
@@ -380,8 +412,25 @@ pub struct ValidatorRound {
     pub round: u64,
     /// Artifact bytes it downloaded for the round.
     pub bytes: u64,
-    /// `(contribution id, verdict, note)` it signed.
-    pub verdicts: Vec<(String, String, String)>,
+    /// What it signed, one per contribution.
+    pub verdicts: Vec<SignedVerdict>,
+}
+
+/// One evaluation a validator signed, as its report shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SignedVerdict {
+    /// Contribution id.
+    pub contribution: String,
+    /// Verdict.
+    pub verdict: String,
+    /// Why (refusal, copy).
+    pub note: String,
+    /// Held-out loss of the merge without the update, and with it (measured verdicts).
+    pub losses: Option<(f64, f64)>,
+    /// Largest cosine against other parties' updates and merged steps.
+    pub max_cosine: f64,
+    /// Largest residual cosine against the same worker's earlier updates.
+    pub own_cosine: f64,
 }
 
 /// The lying validator of the tests: scores honest-looking updates as poison and every
@@ -450,12 +499,14 @@ pub fn run_validator(
             bytes: view.bytes,
             verdicts: assessments
                 .iter()
-                .map(|a| {
-                    (
-                        hx(&a.contribution),
-                        format!("{:?}", a.verdict),
-                        a.note.clone(),
-                    )
+                .map(|a| SignedVerdict {
+                    contribution: hx(&a.contribution),
+                    verdict: format!("{:?}", a.verdict),
+                    note: a.note.clone(),
+                    losses: (a.verdict == Verdict::Measured)
+                        .then_some((a.loss_before, a.loss_after)),
+                    max_cosine: a.max_cosine,
+                    own_cosine: a.own_cosine,
                 })
                 .collect(),
         });

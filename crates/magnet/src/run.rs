@@ -130,7 +130,7 @@ pub fn in_process(
                 let doc = doc.clone();
                 s.spawn(move || -> Result<(String, Vec<WorkerRound>)> {
                     let mut t = match w.adversary {
-                        None | Some(Adversary::Inflate | Adversary::Poison) => Some(bitnet_worker(
+                        a if a.is_none_or(Adversary::trains) => Some(bitnet_worker(
                             &doc.model,
                             data,
                             &doc.training,
@@ -156,6 +156,7 @@ pub fn in_process(
                             adversary: w.adversary,
                             skip: Vec::new(),
                             leave_after: None,
+                            late: Vec::new(),
                             timeout,
                             seed: i as u64,
                         },

@@ -120,9 +120,9 @@ fn protocol() -> ProtocolConfig {
             lr: 0.7,
             momentum: 0.9,
         },
-        min_workers: 10,
+        min_workers: 11,
         min_validators: 2,
-        // Round 1: the copiers have nothing to copy, so 8 commit; the grace window closes it.
+        // Round 1: the copiers have nothing to copy, so 9 commit; the grace window closes it.
         quorum: 8,
         grace_ms: 1_500,
         commit_deadline_ms: 60_000,
@@ -154,6 +154,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
         Adversary::Nan,
         Adversary::FreeRider,
         Adversary::Poison,
+        Adversary::Replay,
     ];
     let names: Vec<String> = (0..4)
         .map(|i| format!("honest{i}"))
@@ -186,8 +187,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                     step: 0,
                     seed: i as u64,
                 };
-                let trains = adversary.is_none()
-                    || matches!(adversary, Some(Adversary::Inflate | Adversary::Poison));
+                let trains = adversary.is_none_or(Adversary::trains);
                 roles::run_worker(
                     store,
                     &Party {
@@ -200,6 +200,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                         adversary,
                         skip: Vec::new(),
                         leave_after: None,
+                        late: Vec::new(),
                         timeout: Duration::from_mins(1),
                         seed: i as u64,
                     },
@@ -257,9 +258,14 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                 r.round
             );
         }
-        // Every attacker that sent something is slashed with its reason; none is paid.
+        // Every attacker that sent something is slashed with its reason; none is paid (the
+        // replayer works honestly in round 1: merged and paid then).
         for (a, name) in adversaries.iter().zip(&names[4..]) {
             let k = worker_key(name);
+            if *a == Adversary::Replay && r.round == 1 {
+                assert!(r.paid.iter().any(|(w, x)| *w == k && *x > 0), "{r:?}");
+                continue;
+            }
             assert!(
                 !r.paid.iter().any(|(w, _)| *w == k),
                 "round {}: {name} paid",
@@ -281,7 +287,10 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                 .map(|(_, why)| why.as_str());
             let want = match a {
                 Adversary::FreeRider if r.round == 1 => "free rider",
-                Adversary::CopyExact | Adversary::CopyNoisy | Adversary::FreeRider => "copied",
+                Adversary::CopyExact
+                | Adversary::CopyNoisy
+                | Adversary::FreeRider
+                | Adversary::Replay => "copied",
                 Adversary::Inflate => "invalid",
                 Adversary::Nan => "non-finite",
                 Adversary::Poison => "poisoned",
@@ -294,7 +303,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
         }
         assert_eq!(
             r.merged.len(),
-            4,
+            if r.round == 1 { 5 } else { 4 },
             "round {}: only the honest updates merged",
             r.round
         );
@@ -332,15 +341,20 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
     assert_eq!(v.total_balance, scheduled);
     let l = Ledger::open(&ledger_dir, None, None).unwrap();
     let honest_total: u64 = (0..4)
-        .map(|i| {
+        .map(|i| format!("honest{i}"))
+        .chain(["Replay".to_string()])
+        .map(|name| {
             l.state()
                 .balances
-                .get(&key(&format!("honest{i}")).public())
+                .get(&key(&name).public())
                 .copied()
                 .unwrap_or(0)
         })
         .sum();
-    assert_eq!(honest_total, scheduled);
+    assert_eq!(
+        honest_total, scheduled,
+        "honest work holds everything minted"
+    );
     let before = l.log().len();
     drop(l);
 

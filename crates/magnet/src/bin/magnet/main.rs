@@ -272,6 +272,10 @@ enum Cmd {
         /// Leave after this round.
         #[arg(long)]
         leave_after: Option<u64>,
+        /// For tests and demos only: rounds in which to straggle (train, then commit only
+        /// after the round closed).
+        #[arg(long, value_delimiter = ',')]
+        late: Vec<u64>,
     },
     /// A whole run in one process: the operator, the workers (honest ones and the attackers
     /// --adversary names) and the validators as threads over an in-memory store, running
@@ -427,18 +431,7 @@ fn run_all(a: &RunArgs) -> Result<()> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
 
-    let model_dir = out.join("model");
-    ModelDir::save(&model_dir, &model, &report.global, &tokenizer)?;
-    let gguf_path = out.join("magnet-tq2_0.gguf");
-    let options = ExportOptions {
-        target: Target::LlamaCpp(TernaryType::Tq2_0),
-        embedding: EmbeddingType::F16,
-        name: "magnet".into(),
-    };
-    let gguf = match export_gguf(&gguf_path, &model, &report.global, &tokenizer, &options) {
-        Ok(s) => serde_json::json!({"path": gguf_path, "bytes": s.bytes, "type": s.weight_type}),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
+    let gguf = save_and_export(&out, &model, &report.global, &tokenizer)?;
     let names: Vec<_> = plans
         .iter()
         .map(|w| w.name.clone())
@@ -480,6 +473,7 @@ fn run_all(a: &RunArgs) -> Result<()> {
         "initial_val_loss": report.val_losses.first(),
         "rounds": rounds,
         "timings": report.timings,
+        "evaluations": report.validators,
         "ledger": ledger,
         "gguf": gguf,
         "seconds": seconds,
@@ -610,10 +604,13 @@ fn operator(a: &OperatorArgs) -> Result<()> {
         );
         curve.push(serde_json::json!({"round": r.round, "val_loss": val, "result": r}));
     }
+    let tokenizer = TextTokenizer::load(&a.model.data_dir.join("tokenizer.json"))?;
+    let gguf = save_and_export(&a.out, &model, op.global(), &tokenizer)?;
     let state = op.ledger().state();
     let report = serde_json::json!({
         "rounds": curve,
         "timings": op.timings,
+        "gguf": gguf,
         "emitted": state.emitted,
         "balances": state.balances.iter().map(|(k, v)| (magnet::protocol::hx(&k.0), *v)).collect::<Vec<_>>(),
         "ledger": a.ledger,
@@ -627,6 +624,33 @@ fn operator(a: &OperatorArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Saves the merged model as a model directory (OUT/model) and exports it to TQ2_0 GGUF
+/// (OUT/magnet-tq2_0.gguf); the export's outcome as JSON for the report (a shape that
+/// TQ2_0 cannot hold, such as the micro test models, is reported instead of failing a run
+/// whose training is done).
+fn save_and_export(
+    out: &std::path::Path,
+    model: &ModelConfig,
+    global: &diloco::params::ParamMap,
+    tokenizer: &TextTokenizer,
+) -> Result<serde_json::Value> {
+    ModelDir::save(&out.join("model"), model, global, tokenizer)?;
+    let gguf_path = out.join("magnet-tq2_0.gguf");
+    let options = ExportOptions {
+        target: Target::LlamaCpp(TernaryType::Tq2_0),
+        embedding: EmbeddingType::F16,
+        name: "magnet".into(),
+    };
+    Ok(
+        match export_gguf(&gguf_path, model, global, tokenizer, &options) {
+            Ok(s) => {
+                serde_json::json!({"path": gguf_path, "bytes": s.bytes, "type": s.weight_type})
+            }
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        },
+    )
 }
 
 /// The protocol and the run document the operator published (what every party reads
@@ -670,6 +694,7 @@ fn main() -> Result<()> {
             adversary,
             skip,
             leave_after,
+            late,
         } => {
             let (m, data) = model.load()?;
             let store = Store::open(&party.store)?;
@@ -677,7 +702,7 @@ fn main() -> Result<()> {
             let (p, doc) = run_documents(&store, timeout)?;
             let total = usize::try_from(p.rounds * p.inner_steps)?;
             let mut trainer = match adversary {
-                None | Some(Adversary::Inflate | Adversary::Poison) => Some(bitnet_worker(
+                a if a.is_none_or(Adversary::trains) => Some(bitnet_worker(
                     &m,
                     &data,
                     &doc.training,
@@ -703,6 +728,7 @@ fn main() -> Result<()> {
                     adversary,
                     skip,
                     leave_after,
+                    late,
                     timeout,
                     seed,
                 },
