@@ -3,9 +3,9 @@
 //! BitNet worker of a data shard. bitnet-model's `WeightMap` *is* [`ParamMap`] (one type,
 //! ternary-core's), so weights pass between the two without conversion.
 //!
-//! [`model_config`] resolves a `--model` argument (a preset name or a TOML file) for the
-//! worker and coordinator binaries; a [`BitnetWorker`] is also a [`LossEvaluator`] (the
-//! coordinator's held-out loss and contribution scorer).
+//! [`model_config`] resolves one string that is a preset name or a TOML file (the
+//! binaries take the two apart: `--preset` and `--model-config`); a [`BitnetWorker`] is
+//! also a [`LossEvaluator`] (the coordinator's held-out loss and contribution scorer).
 //!
 //! Drift probe: [`BitnetWorker`] reports the model's hidden states (after the final norm,
 //! what the LM head reads; [`Trainer::hidden_states`]) on a fixed probe batch, one row

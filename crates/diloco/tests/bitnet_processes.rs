@@ -6,7 +6,7 @@
 //! reported, the global model's held-out loss goes down and the saved model directory
 //! holds the final global weights. The same run goes to a real S3-compatible server
 //! when `.ci/services.d/s3.sh` has exported `MAGNET_S3_ENDPOINT` / `MAGNET_S3_BUCKET`.
-#![cfg(all(feature = "bitnet", feature = "store"))]
+#![cfg(all(feature = "bitnet", feature = "cli"))]
 
 use bitnet_model::store::ModelDir;
 use diloco::codec;
@@ -61,7 +61,11 @@ fn write_corpus(dir: &Path) {
 
 fn diloco(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_diloco"));
-    c.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // `--json`: the test reads each process's summary from stdout.
+    c.arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     c
 }
 
@@ -117,7 +121,7 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
     let saved = tmp.path().join("final-model");
     let (model, data_s) = (model_toml.to_str().unwrap(), data.to_str().unwrap());
     let shared = [
-        "--model",
+        "--model-config",
         model,
         "--data-dir",
         data_s,
@@ -135,7 +139,7 @@ fn bitnet_run(tmp: &tempfile::TempDir, store: &str) {
 
     let prep = diloco(&[
         "prepare",
-        "--model",
+        "--model-config",
         model,
         "--data-dir",
         data_s,

@@ -1,7 +1,8 @@
 //! The round protocol on object storage: the local filesystem store in threads and as
 //! separate worker/coordinator processes (one killed mid-round), and the S3 path against
 //! a real S3-compatible server when `MAGNET_S3_ENDPOINT` is set.
-#![cfg(feature = "store")]
+// Most tests run the `diloco` binary, which needs the `cli` feature (it implies `store`).
+#![cfg(feature = "cli")]
 
 use diloco::codec::Codec;
 use diloco::exchange::Exchange;
@@ -129,8 +130,10 @@ fn spawn(args: &[String]) -> Child {
 }
 
 fn args(cmd: &str, store: &str, extra: &[&str]) -> Vec<String> {
+    // `--json`: the tests read each process's summary from stdout.
     let mut v = vec![
         cmd.to_string(),
+        "--json".into(),
         "--store".into(),
         store.into(),
         "--rounds".into(),
@@ -246,7 +249,7 @@ fn worker_processes_on_s3() {
 fn resumable_run(store: &str, kill_after: Option<u64>) -> Vec<serde_json::Value> {
     let six = |cmd: &str, extra: &[&str]| {
         let mut a = args(cmd, store, extra);
-        a[4] = "6".into(); // --rounds
+        a[5] = "6".into(); // --rounds
         a
     };
     let coord_args = six(

@@ -1,17 +1,19 @@
-//! DiLoCo on the tiny BitNet preset against a synchronous data-parallel baseline at equal
-//! total tokens: final validation loss, bytes communicated and drift (linear CKA on the
+//! DiLoCo on a BitNet model (the tiny preset unless `--preset` / `--model-config` says
+//! otherwise) against a synchronous data-parallel baseline at equal total tokens: final validation loss, bytes communicated and drift (linear CKA on the
 //! model's hidden states, after the final norm, for a fixed probe batch of held-out
 //! sequences, between workers before each sync and between the DiLoCo global model and
 //! the synchronous model at the same step).
 //!
-//! Writes `target/diloco/report.json`, `target/diloco/val_loss.png` and prints the
-//! markdown table used in docs/diloco.md. Not part of CI: it is an experiment. After every
-//! evaluation it also rewrites `partial.json` (the finished runs plus the one in progress
-//! up to that evaluation: curve, bytes and CKA so far), so a run cut short still leaves its
-//! numbers; `--merge --include-partial` folds such runs in.
+//! Writes `<out>/report.json` and `<out>/val_loss.png` (`--out`, default
+//! `./runs/diloco-experiment`) and prints the markdown table used in docs/diloco.md, or
+//! with `--json` the report itself; progress bars (runs, inner steps) go to stderr. Not
+//! part of CI: it is an experiment (CI runs a two-step version in `tests/cli.rs`). After
+//! every evaluation it also rewrites `partial.json` (the finished runs plus the one in
+//! progress up to that evaluation: curve, bytes and CKA so far), so a run cut short still
+//! leaves its numbers; `--combine --include-partial` folds such runs in.
 //!
 //! ```text
-//! MAGNET_CORPUS=../shared/corpus cargo run -p diloco-experiment -- --steps 200
+//! cargo run --release -p diloco-experiment -- --steps 200
 //! ```
 //!
 //! Byte convention (the same for every run): bytes = every object all workers upload plus
@@ -30,7 +32,7 @@ use bitnet_model::data::{TokenData, find_corpus, prepare_dataset};
 use bitnet_model::plot::{Chart, Series, line_chart_png};
 use bitnet_model::train::TrainConfig;
 use burn::prelude::Device;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use diloco::bitnet::WorkerSpec;
 use diloco::codec::{self, Codec};
 use diloco::drift::{Features, linear_cka};
@@ -40,6 +42,7 @@ use diloco::params::ParamMap;
 use diloco::protocol::{Coordinator, CoordinatorConfig, WorkerClient};
 use diloco::runner::{DilocoConfig, run_in_process};
 use diloco::trainer::LocalTrainer;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -49,9 +52,19 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     version,
-    about = "DiLoCo vs synchronous data-parallel training of the tiny BitNet preset"
+    about = "DiLoCo vs synchronous data-parallel training of a BitNet model (default: the tiny preset)"
 )]
 struct Args {
+    /// Architecture to train from scratch.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    preset: Preset,
+    /// A full architecture file (model-config TOML; overrides --preset).
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// Training text: a directory of UTF-8 *.txt files (else MAGNET_CORPUS, else the
+    /// shipped corpus).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
     /// Inner steps per worker (the sync baseline takes as many steps with k x the batch).
     #[arg(long, default_value_t = 200)]
     steps: usize,
@@ -80,26 +93,153 @@ struct Args {
     /// H of the streaming and 4-bit runs.
     #[arg(long, default_value_t = 50)]
     h_variants: u64,
-    /// Output directory (default: `<workspace>/target/diloco`).
-    #[arg(long)]
-    out: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "runs/diloco-experiment")]
+    out: PathBuf,
     /// Prepared dataset directory (default: `<out>/data`; built from the corpus when
     /// missing or stale).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Only run these runs (comma separated), e.g. `sync` or `diloco-h50,q4-h50`; without
-    /// `sync` the runs' drift against it is computed by `--merge` from the saved probes.
+    /// Only run these runs (comma separated), e.g. `sync` or `diloco-h50,q4-h50` (the
+    /// names follow --h and --h-variants: `sync`, `diloco-hH`, `streaming-hH`, `q4-hH`);
+    /// without `sync` the runs' drift against it is computed by `--combine` from the saved
+    /// probes.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Instead of training, merge the `report.json` of these output directories (runs
+    /// Instead of training, combine the `report.json` of these output directories (runs
     /// split over processes with `--only`; the same flags give the same synchronous
     /// baseline in each) into `--out`.
     #[arg(long, value_delimiter = ',')]
-    merge: Vec<PathBuf>,
-    /// With `--merge`: also take each directory's unfinished run from its `partial.json`
-    /// (up to its last evaluation) when no `report.json` there holds that run.
+    combine: Vec<PathBuf>,
+    /// With `--combine`: also take each directory's unfinished run from its
+    /// `partial.json` (up to its last evaluation) when no `report.json` there holds that
+    /// run.
     #[arg(long)]
     include_partial: bool,
+    /// Print the report (the structure of `report.json`) as JSON on stdout instead of the
+    /// markdown table, and draw no progress bars.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Architecture presets (`bitnet_model::ModelConfig::preset`'s names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// The small model that trains on a laptop CPU.
+    Tiny,
+    /// Genkidama's 363M-parameter model.
+    #[value(name = "genkidama-363m")]
+    Genkidama363m,
+    /// Genkidama's 618M-parameter model.
+    #[value(name = "genkidama-618m")]
+    Genkidama618m,
+    /// Microsoft's BitNet b1.58 2B4T architecture.
+    #[value(name = "bitnet-2b4t")]
+    Bitnet2b4t,
+}
+
+impl Preset {
+    /// The name `ModelConfig::preset` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Genkidama363m => "genkidama-363m",
+            Preset::Genkidama618m => "genkidama-618m",
+            Preset::Bitnet2b4t => "bitnet-2b4t",
+        }
+    }
+}
+
+/// The architecture `args` name and its label for the report: the `--model-config` file,
+/// else the preset.
+fn model_of(args: &Args) -> Result<(ModelConfig, String)> {
+    match &args.model_config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let model = ModelConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", p.display()))?;
+            Ok((model, p.display().to_string()))
+        }
+        None => Ok((
+            ModelConfig::preset(args.preset.name())?,
+            args.preset.name().to_string(),
+        )),
+    }
+}
+
+/// Progress on stderr (docs/cli.md, section 6): one bar over the runs and one over the
+/// current run's inner steps, with ETAs. Hidden with `--json` and, by indicatif, when
+/// stderr is not a terminal; then [`Progress::log`] prints plain lines instead.
+struct Progress {
+    multi: MultiProgress,
+}
+
+impl Progress {
+    fn new(hide: bool) -> Self {
+        let target = if hide {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Self {
+            multi: MultiProgress::with_draw_target(target),
+        }
+    }
+
+    /// A new bar of `len` units under the others.
+    fn bar(&self, len: u64, prefix: &str) -> ProgressBar {
+        let bar = ProgressBar::new(len)
+            .with_style(
+                ProgressStyle::with_template(
+                    "{prefix:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta} left) {msg}",
+                )
+                .expect("valid template"),
+            )
+            .with_prefix(prefix.to_string());
+        self.multi.add(bar)
+    }
+
+    /// One log line above the bars, or a plain stderr line where they are not drawn
+    /// (indicatif drops lines printed through a hidden target).
+    fn log(&self, line: &str) {
+        if self.multi.is_hidden() || self.multi.println(line).is_err() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// A DiLoCo worker that moves the run's step bar on each inner step (only worker 0 holds
+/// the bar, so it counts inner steps per worker, the unit of `--steps`): the runner calls
+/// back only at syncs, H steps apart.
+struct Ticking<T> {
+    inner: T,
+    bar: Option<ProgressBar>,
+}
+
+impl<T: LocalTrainer> LocalTrainer for Ticking<T> {
+    fn params(&self) -> diloco::Result<ParamMap> {
+        self.inner.params()
+    }
+    fn set_params(&mut self, params: &ParamMap) -> diloco::Result<()> {
+        self.inner.set_params(params)
+    }
+    fn train_step(&mut self) -> diloco::Result<f32> {
+        let loss = self.inner.train_step()?;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        Ok(loss)
+    }
+    fn tokens_per_step(&self) -> u64 {
+        self.inner.tokens_per_step()
+    }
+    fn eval_loss(&mut self) -> diloco::Result<f32> {
+        self.inner.eval_loss()
+    }
+    fn probe_features(&mut self) -> diloco::Result<Option<Features>> {
+        self.inner.probe_features()
+    }
 }
 
 /// One evaluation point of a run.
@@ -276,19 +416,35 @@ fn main() -> Result<()> {
     if args.workers == 0 || args.steps == 0 {
         bail!("--workers and --steps must be at least 1");
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/diloco-experiment"));
+    let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    if !args.merge.is_empty() {
-        return merge(&args.merge, &out, args.include_partial);
+    if !args.combine.is_empty() {
+        let (records, report) = combine(&args.combine, &out, args.include_partial)?;
+        return print_result(&records, &report, args.json);
     }
-    let model = ModelConfig::preset("tiny")?;
-    let corpus = find_corpus(None)?.context("no corpus: set MAGNET_CORPUS")?;
+    let (model, model_label) = model_of(&args)?;
+    let runs = runs(&args);
+    // A misspelt run would otherwise train nothing, silently.
+    for o in &args.only {
+        if o != "sync" && runs.iter().all(|(name, _)| name != o) {
+            let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "--only {o}: no such run (with these --h / --h-variants: sync, {})",
+                names.join(", ")
+            );
+        }
+    }
+    let progress = Progress::new(args.json);
+    let corpus = find_corpus(args.corpus.as_deref())?
+        .context("no corpus: pass --corpus DIR or set MAGNET_CORPUS")?;
+    progress.log(&format!(
+        "corpus: {} ({})",
+        corpus.dir.display(),
+        corpus.source
+    ));
     let data_dir = args.data_dir.clone().unwrap_or_else(|| out.join("data"));
     prepare_dataset(&corpus.dir, &data_dir, model.vocab_size, 1234, &mut |m| {
-        eprintln!("{m}");
+        progress.log(m);
     })?;
     let data = TokenData::open(&data_dir)?;
     let device = Device::flex();
@@ -304,7 +460,6 @@ fn main() -> Result<()> {
     let probe: Vec<u32> = data.val.tokens()[..probe_len].to_vec();
     let k = args.workers;
     let names: Vec<String> = model.tensor_shapes().into_iter().map(|(n, _)| n).collect();
-    let runs = runs(&args);
     let steps = args.steps as u64;
     let sync_bytes_per_step = {
         // A throwaway copy of the baseline's first step (same seed in every process, so
@@ -326,7 +481,7 @@ fn main() -> Result<()> {
     probe_at.insert(steps);
 
     let setup = Setup {
-        preset: "tiny".into(),
+        preset: model_label.clone(),
         params: model.param_count(),
         workers: k,
         inner_steps: args.steps,
@@ -353,6 +508,9 @@ fn main() -> Result<()> {
         spec(&args, &model, 0, 1, args.eval_windows, 1, &probe).build(&data, &device)?;
     let mut records: Vec<Record> = Vec::new();
     let sync_bytes = sync_bytes_per_step * steps;
+    let planned =
+        usize::from(wanted(&args, "sync")) + runs.iter().filter(|(n, _)| wanted(&args, n)).count();
+    let runs_bar = progress.bar(planned as u64, "runs");
 
     // Synchronous data parallel: one model at k x the batch = k workers averaging their
     // gradients every step.
@@ -362,8 +520,10 @@ fn main() -> Result<()> {
         let mut sync =
             spec(&args, &model, 0, 1, args.batch * k, 1, &probe).build(&data, &device)?;
         let mut curve = Vec::new();
+        let bar = progress.bar(steps, "sync");
         for s in 1..=steps {
             let loss = sync.train_step()?;
+            bar.inc(1);
             if probe_at.contains(&s) {
                 let f = sync.probe_features()?.context("bitnet probe")?;
                 save_probe(&out, "sync", s, &f)?;
@@ -395,12 +555,15 @@ fn main() -> Result<()> {
                     curve: curve.clone(),
                 };
                 write_partial(&out, &setup, &records, &so_far)?;
-                eprintln!(
+                bar.set_message(format!("val {val:.4}"));
+                progress.log(&format!(
                     "sync step {s}: train {loss:.4} val {val:.4} ({:.0} s)",
                     start.elapsed().as_secs_f64()
-                );
+                ));
             }
         }
+        bar.finish_and_clear();
+        runs_bar.inc(1);
         let bytes = sync_bytes;
         let last = curve.last().context("no evaluation")?.clone();
         records.push(Record {
@@ -419,19 +582,21 @@ fn main() -> Result<()> {
             curve,
         });
     }
-    write_outputs(&out, &setup, &records)?;
+    write_outputs(&out, &setup, &records, &model_label)?;
 
     for (name, cfg) in runs {
         if !wanted(&args, &name) {
             continue;
         }
         let start = Instant::now();
+        let bar = progress.bar(steps, &name);
         let mut workers = Vec::with_capacity(k);
         for w in 0..k {
-            workers.push(
-                spec(&args, &model, w, k, args.batch, 1 + w as u64, &probe)
+            workers.push(Ticking {
+                inner: spec(&args, &model, w, k, args.batch, 1 + w as u64, &probe)
                     .build(&data, &device)?,
-            );
+                bar: (w == 0).then(|| bar.clone()),
+            });
         }
         let mut curve = Vec::new();
         // What the workers downloaded on joining (the f32 initial weights each), which
@@ -462,14 +627,15 @@ fn main() -> Result<()> {
                     .get(&log.step)
                     .map(|s| linear_cka(&feats, s))
                     .transpose()?;
-                eprintln!(
+                bar.set_message(format!("val {val:.4}"));
+                progress.log(&format!(
                     "{name} step {}: train {:.4} val {val:.4} worker CKA {:?} vs sync {:?} ({:.0} s)",
                     log.step,
                     log.train_loss,
                     log.worker_cka,
                     cka_vs_sync,
                     start.elapsed().as_secs_f64()
-                );
+                ));
                 curve.push(Point {
                     step: log.step,
                     tokens: log.tokens,
@@ -515,15 +681,29 @@ fn main() -> Result<()> {
             start.elapsed().as_secs_f64(),
             curve,
         );
-        eprintln!(
+        bar.finish_and_clear();
+        runs_bar.inc(1);
+        progress.log(&format!(
             "{name}: val {:.4} in {:.0} s",
             record.val_loss,
             start.elapsed().as_secs_f64()
-        );
+        ));
         records.push(record);
-        write_outputs(&out, &setup, &records)?;
+        write_outputs(&out, &setup, &records, &model_label)?;
     }
-    print_table(&records);
+    runs_bar.finish_and_clear();
+    // Written after every run already; once more for the report to print.
+    let report = write_outputs(&out, &setup, &records, &model_label)?;
+    print_result(&records, &report, args.json)
+}
+
+/// The result on stdout: the report as JSON with `--json`, else the markdown table.
+fn print_result(records: &[Record], report: &serde_json::Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print_table(records);
+    }
     Ok(())
 }
 
@@ -613,8 +793,13 @@ fn sync_round_bytes(k: usize, init: ParamMap, after: &ParamMap, weight: f32) -> 
         - initial)
 }
 
-/// Joins the runs of several `report.json` files; the synchronous baselines must agree.
-fn merge(dirs: &[PathBuf], out: &std::path::Path, include_partial: bool) -> Result<()> {
+/// Joins the runs of several `report.json` files into `out` (the synchronous baselines
+/// must agree); returns the records and the report written.
+fn combine(
+    dirs: &[PathBuf],
+    out: &std::path::Path,
+    include_partial: bool,
+) -> Result<(Vec<Record>, serde_json::Value)> {
     let mut setup = serde_json::Value::Null;
     let mut records: Vec<Record> = Vec::new();
     for dir in dirs {
@@ -696,19 +881,26 @@ fn merge(dirs: &[PathBuf], out: &std::path::Path, include_partial: bool) -> Resu
         }
         r.final_cka_vs_sync = r.curve.last().and_then(|p| p.cka_vs_sync);
     }
-    write_outputs(out, &setup, &records)?;
-    print_table(&records);
-    Ok(())
+    let label = setup["preset"].as_str().unwrap_or("BitNet").to_string();
+    let report = write_outputs(out, &setup, &records, &label)?;
+    Ok((records, report))
 }
 
-fn write_outputs(out: &std::path::Path, setup: &impl Serialize, records: &[Record]) -> Result<()> {
+/// Writes `report.json` (and, with a synchronous baseline, the summary and
+/// `val_loss.png`, titled with `model`); returns the report.
+fn write_outputs(
+    out: &std::path::Path,
+    setup: &impl Serialize,
+    records: &[Record],
+    model: &str,
+) -> Result<serde_json::Value> {
     let Some(sync) = records.iter().find(|r| r.name == "sync") else {
-        // A process running only DiLoCo runs (see `--merge`).
+        // A process running only DiLoCo runs (see `--combine`).
         let report = serde_json::json!({"setup": setup, "runs": records});
         let path = out.join("report.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        return Ok(());
+        return Ok(report);
     };
     let diloco: Vec<&Record> = records.iter().filter(|r| r.name != "sync").collect();
     let best = diloco
@@ -750,12 +942,17 @@ fn write_outputs(out: &std::path::Path, setup: &impl Serialize, records: &[Recor
             Series::new(r.name.clone(), points.collect(), i)
         })
         .collect();
+    let title = format!(
+        "{model} BitNet, k = {}: validation loss vs tokens",
+        sync.workers
+    );
     let chart = Chart::new(
-        "tiny BitNet, k = 4: validation loss vs tokens",
+        &title,
         "training tokens (all workers)",
         "validation loss (nats/token)",
     );
-    Ok(line_chart_png(&out.join("val_loss.png"), &chart, &series)?)
+    line_chart_png(&out.join("val_loss.png"), &chart, &series)?;
+    Ok(report)
 }
 
 fn print_table(records: &[Record]) {
@@ -826,10 +1023,10 @@ mod tests {
         serde_json::from_value(doc["runs"].clone()).unwrap()
     }
 
-    /// A process cut short leaves `partial.json`; merging takes its run only when asked,
+    /// A process cut short leaves `partial.json`; combining takes its run only when asked,
     /// with the byte ratio against the baseline at as many tokens.
     #[test]
-    fn merge_folds_in_a_partial_run() {
+    fn combine_folds_in_a_partial_run() {
         let tmp = tempfile::tempdir().unwrap();
         let (a, b, out) = (
             tmp.path().join("sync"),
@@ -840,20 +1037,20 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         let setup = serde_json::json!({"preset": "tiny"});
-        write_outputs(&a, &setup, &[record("sync", 1000, 5.0, 40_000)]).unwrap();
+        write_outputs(&a, &setup, &[record("sync", 1000, 5.0, 40_000)], "tiny").unwrap();
         // The DiLoCo process wrote its empty report.json at start, then partial.json.
-        write_outputs(&b, &setup, &[]).unwrap();
+        write_outputs(&b, &setup, &[], "tiny").unwrap();
         let finished = [record("diloco-h50", 1000, 5.2, 800)];
         write_partial(&b, &setup, &finished, &record("diloco-h10", 500, 5.5, 2000)).unwrap();
 
-        merge(&[a.clone(), b.clone()], &out, false).unwrap();
+        combine(&[a.clone(), b.clone()], &out, false).unwrap();
         let names: Vec<String> = runs_of(&out.join("report.json"))
             .into_iter()
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["sync"], "partial.json is read only when asked");
 
-        merge(&[b, a], &out, true).unwrap();
+        let (_, report) = combine(&[b, a], &out, true).unwrap();
         let runs = runs_of(&out.join("report.json"));
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["sync", "diloco-h10"], "the baseline first");
@@ -864,6 +1061,10 @@ mod tests {
             runs[1].bytes_ratio
         );
         assert_eq!(runs[1].curve.len(), 1);
+        assert_eq!(
+            report["runs"][1]["name"], "diloco-h10",
+            "the report returned"
+        );
         assert!(out.join("val_loss.png").is_file());
     }
 }

@@ -26,6 +26,7 @@ use autoresearch::{
 };
 use bitnet_model::ModelConfig;
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -404,6 +405,32 @@ fn markdown(r: &Report) -> String {
     s
 }
 
+/// The sweep's bar over trials on stderr, with an ETA (docs/cli.md, section 6); indicatif
+/// hides it when stderr is not a terminal.
+fn trial_bar(len: u64, done: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta} left) {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix("trials");
+    bar.set_position(done);
+    // The ETA from this process's trials only, not those a resumed sweep found done.
+    bar.reset_eta();
+    bar
+}
+
+/// One log line above the bar, or a plain stderr line where it is hidden (indicatif drops
+/// `println` on a hidden bar).
+fn log(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn genkidama_binary(arg: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = arg {
         return Ok(p.to_path_buf());
@@ -466,18 +493,27 @@ fn main() -> Result<()> {
     let trials_dir = args.out.join("trials");
     let seed = args.seed;
     let r = Arc::clone(&runner);
+    // Every trial of the study, then the two re-runs; a resumed sweep starts at `done`.
+    let reruns = if args.no_rerun { 0 } else { 2 };
+    let bar = trial_bar((total.max(done) + reruns) as u64, done as u64);
+    let b = bar.clone();
     let objective = move |t: &TrialHandle| -> Result<f64, TrialError> {
         let dir = trials_dir.join(t.number().to_string());
-        let res = r
-            .train(t.params(), &dir, seed)
-            .map_err(|e| TrialError::Failed(format!("{e:#}")))?;
-        eprintln!(
-            "trial {}: val loss {:.4} after {} steps ({} tokens) {}",
-            t.number(),
-            res.val_loss,
-            res.steps,
-            res.tokens,
-            serde_json::to_string(t.params()).unwrap_or_default()
+        b.set_message(format!("trial {}", t.number()));
+        let res = r.train(t.params(), &dir, seed);
+        // A failed trial is done too (the study records it and goes on).
+        b.inc(1);
+        let res = res.map_err(|e| TrialError::Failed(format!("{e:#}")))?;
+        log(
+            &b,
+            &format!(
+                "trial {}: val loss {:.4} after {} steps ({} tokens) {}",
+                t.number(),
+                res.val_loss,
+                res.steps,
+                res.tokens,
+                serde_json::to_string(t.params()).unwrap_or_default()
+            ),
         );
         t.set_user_attr(
             "description",
@@ -518,17 +554,22 @@ fn main() -> Result<()> {
     if !args.no_rerun {
         let s = args.seed + 1;
         rerun_seed = Some(s);
+        bar.set_message("re-run of the start configuration");
         start_rerun = Some(
             runner
                 .train(&start_params(), &args.out.join("rerun/start"), s)?
                 .val_loss,
         );
+        bar.inc(1);
+        bar.set_message("re-run of the best configuration");
         best_rerun = Some(
             runner
                 .train(&best.params, &args.out.join("rerun/best"), s)?
                 .val_loss,
         );
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let report = Report {
         sampler: args.sampler,
         budget: runner.budget,

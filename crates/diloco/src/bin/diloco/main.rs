@@ -1,19 +1,22 @@
 //! `diloco worker` / `diloco coordinator`: DiLoCo across processes (or machines) that
 //! share an object store (`file:///dir` or `s3://bucket/prefix`).
 //!
-//! `--model toy` (the default) trains the crate's deterministic linear-regression toy,
+//! `--preset toy` (the default) trains the crate's deterministic linear-regression toy,
 //! generated from `--data-seed` on every process, so a run needs nothing but the store.
-//! With the `bitnet` feature, `--model tiny` (a bitnet-model preset) or `--model
-//! path.toml` (a model config) trains a BitNet transformer with bitnet-model's trainer
-//! (inner AdamW, two-stage schedule over `rounds x inner-steps` steps) on a dataset
-//! directory that `diloco prepare` builds once from a text corpus; worker N trains on
-//! shard `N % shards` of the training tokens, the coordinator scores the global model on
-//! the held-out split after every round and can save it as a model directory.
+//! With the `bitnet` feature, `--preset tiny` (or another bitnet-model preset) or
+//! `--model-config FILE` (a model-config TOML) trains a BitNet transformer with
+//! bitnet-model's trainer (inner AdamW, two-stage schedule over `rounds x inner-steps`
+//! steps) on a dataset directory that `diloco prepare` builds once from a text corpus;
+//! worker N trains on shard `N % shards` of the training tokens, the coordinator scores
+//! the global model on the held-out split after every round and can save it as a model
+//! directory.
 //!
-//! Each process prints one JSON summary on stdout (workers: bytes; coordinator: losses,
-//! bytes, manifests) and progress on stderr.
+//! Each process prints a short summary on stdout, or with `--json` one JSON document
+//! (workers: bytes; coordinator: losses, bytes, manifests; prepare: the dataset), and
+//! progress on stderr.
 
 mod model;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -34,6 +37,9 @@ use std::time::{Duration, Instant};
     about = "DiLoCo worker and coordinator over object storage"
 )]
 struct Cli {
+    /// Print the result as one JSON document on stdout (and no progress bar on stderr).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -193,29 +199,47 @@ fn main() -> Result<()> {
                 client.leave(&ex, after)?;
             }
             let mut train_loss = Vec::new();
+            let bar = progress::bar(rounds * inner_steps, &format!("worker {id}"), cli.json);
             for round in join_at.max(1)..=last {
                 let mut sum = 0.0f64;
                 for _ in 0..inner_steps {
                     sum += f64::from(trainer.train_step()?);
+                    bar.inc(1);
                     if step_delay_ms > 0 {
                         std::thread::sleep(Duration::from_millis(step_delay_ms));
                     }
                 }
                 let mean = sum / inner_steps.max(1) as f64;
                 train_loss.push(mean);
+                // Shown while the worker waits for the round to close.
+                bar.set_message(format!("round {round}: train loss {mean:.4}"));
                 let sent = client.submit(&ex, round, 1.0, &trainer.params()?)?;
                 let (manifest, global) = client.receive(&ex, round, timeout, poll)?;
                 trainer.set_params(&global)?;
                 let used = manifest.accepted.iter().any(|a| a.worker == id);
-                eprintln!(
-                    "worker {id}: round {round} committed (train loss {mean:.4}, sent {sent} bytes, mine accepted: {used})"
+                progress::log(
+                    &bar,
+                    &format!(
+                        "worker {id}: round {round} committed (train loss {mean:.4}, sent {sent} bytes, mine accepted: {used})"
+                    ),
                 );
             }
-            println!(
-                "{}",
-                serde_json::json!({"worker": id, "bytes_sent": client.bytes_sent,
-                    "bytes_received": client.bytes_received, "train_loss": train_loss})
-            );
+            bar.finish_and_clear();
+            if cli.json {
+                let doc = serde_json::json!({"worker": id, "bytes_sent": client.bytes_sent,
+                    "bytes_received": client.bytes_received, "train_loss": train_loss});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "worker {id}: {} rounds, sent {} bytes, received {} bytes, last train loss {}",
+                    train_loss.len(),
+                    client.bytes_sent,
+                    client.bytes_received,
+                    train_loss
+                        .last()
+                        .map_or_else(|| "-".into(), |l| format!("{l:.4}")),
+                );
+            }
         }
         Cmd::Coordinator {
             common,
@@ -264,6 +288,8 @@ fn main() -> Result<()> {
             {
                 std::thread::sleep(poll);
             }
+            let bar = progress::bar(common.rounds.saturating_sub(done), "coordinator", cli.json);
+            bar.set_message(format!("val loss {initial_loss:.4}"));
             let mut manifests = Vec::new();
             let mut curve = vec![serde_json::json!({"round": done, "val_loss": initial_loss})];
             let (mut uplink, mut step_bytes) = (0u64, 0u64);
@@ -282,28 +308,34 @@ fn main() -> Result<()> {
                 {
                     let v = eval.loss(coord.global())?;
                     final_loss = v;
+                    bar.set_message(format!("val loss {v:.4}"));
                     curve.push(serde_json::json!({"round": round, "val_loss": v}));
                     format!("{v:.4}")
                 } else {
                     "-".into()
                 };
-                eprintln!(
-                    "coordinator: round {round}: accepted {:?}, missing {:?}, rejected {}, up {up} bytes, step {} bytes, val loss {val} ({:.1} s)",
-                    m.accepted.iter().map(|a| a.worker).collect::<Vec<_>>(),
-                    m.missing,
-                    m.rejected.len(),
-                    m.step_bytes,
-                    start.elapsed().as_secs_f64()
+                progress::log(
+                    &bar,
+                    &format!(
+                        "coordinator: round {round}: accepted {:?}, missing {:?}, rejected {}, up {up} bytes, step {} bytes, val loss {val} ({:.1} s)",
+                        m.accepted.iter().map(|a| a.worker).collect::<Vec<_>>(),
+                        m.missing,
+                        m.rejected.len(),
+                        m.step_bytes,
+                        start.elapsed().as_secs_f64()
+                    ),
                 );
+                bar.inc(1);
                 manifests.push(m);
             }
+            bar.finish_and_clear();
             if let Some(dir) = &save {
                 model::save(&common.model, dir, coord.global())?;
                 eprintln!("coordinator: saved the global model to {}", dir.display());
             }
-            println!(
-                "{}",
-                serde_json::json!({
+            let seconds = start.elapsed().as_secs_f64();
+            if cli.json {
+                let doc = serde_json::json!({
                     "setup": side.describe,
                     "resumed_after": stored.then_some(done),
                     "initial_loss": initial_loss,
@@ -311,13 +343,34 @@ fn main() -> Result<()> {
                     "val_curve": curve,
                     "uplink_bytes": uplink,
                     "step_bytes": step_bytes,
-                    "seconds": start.elapsed().as_secs_f64(),
+                    "seconds": seconds,
                     "saved": save,
                     "manifests": manifests,
-                })
-            );
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "coordinator: {}, rounds {}..={}: val loss {initial_loss:.4} -> {final_loss:.4}, uplink {uplink} bytes, steps {step_bytes} bytes, {seconds:.1} s",
+                    model::label(&common.model),
+                    done + 1,
+                    common.rounds,
+                );
+            }
         }
-        Cmd::Prepare { model, corpus } => model::prepare(&model, corpus.as_deref())?,
+        Cmd::Prepare { model, corpus } => {
+            let p = model::prepare(&model, corpus.as_deref())?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!(
+                    "{}: {} train tokens, {} val tokens, vocabulary {}",
+                    p.data_dir.display(),
+                    p.train_tokens,
+                    p.val_tokens,
+                    p.vocab_size
+                );
+            }
+        }
     }
     Ok(())
 }

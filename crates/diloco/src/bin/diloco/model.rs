@@ -9,14 +9,51 @@ use diloco::toy::{LinearEvaluator, LinearTrainer, RegressionData};
 use diloco::trainer::{LocalTrainer, LossEvaluator};
 use std::path::{Path, PathBuf};
 
+/// What `--preset` builds from scratch: the toy, or a bitnet-model architecture preset
+/// (the names of `bitnet_model::config::PRESETS`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// The linear-regression toy: data generated from `--data-seed` on every process, so a
+    /// run needs nothing but the store.
+    Toy,
+    /// bitnet-model's `tiny` (feature `bitnet`).
+    Tiny,
+    /// Genkidama's 363M-parameter model (feature `bitnet`).
+    #[value(name = "genkidama-363m")]
+    Genkidama363m,
+    /// Genkidama's 618M-parameter model (feature `bitnet`).
+    #[value(name = "genkidama-618m")]
+    Genkidama618m,
+    /// Microsoft's BitNet b1.58 2B4T architecture (feature `bitnet`).
+    #[value(name = "bitnet-2b4t")]
+    Bitnet2b4t,
+}
+
+impl Preset {
+    /// The name on the command line (and, for BitNet presets, `ModelConfig::preset`'s).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Toy => "toy",
+            Preset::Tiny => "tiny",
+            Preset::Genkidama363m => "genkidama-363m",
+            Preset::Genkidama618m => "genkidama-618m",
+            Preset::Bitnet2b4t => "bitnet-2b4t",
+        }
+    }
+}
+
 /// Model and data options shared by every subcommand (they must agree across the
 /// processes of one run).
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// `toy` (linear regression, data generated from `--data-seed`), or a BitNet model: a
-    /// bitnet-model preset (`tiny`, ...) or a model-config TOML file (feature `bitnet`).
-    #[arg(long, default_value = "toy")]
-    pub model: String,
+    /// Architecture to train from scratch: `toy` (linear regression), or a BitNet preset
+    /// (feature `bitnet`).
+    #[arg(long, value_enum, default_value_t = Preset::Toy)]
+    pub preset: Preset,
+    /// A full BitNet architecture file (model-config TOML; overrides --preset; feature
+    /// `bitnet`).
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
     /// BitNet: prepared dataset directory (`tokenizer.json`, `train.bin`, `val.bin`),
     /// written once by `diloco prepare`.
     #[arg(long)]
@@ -76,7 +113,14 @@ fn toy_data(a: &ModelArgs) -> (RegressionData, RegressionData) {
 }
 
 fn is_toy(a: &ModelArgs) -> bool {
-    a.model == "toy"
+    a.model_config.is_none() && a.preset == Preset::Toy
+}
+
+/// What trains, for messages and the summary: the config file, else the preset name.
+pub fn label(a: &ModelArgs) -> String {
+    a.model_config
+        .as_ref()
+        .map_or_else(|| a.preset.name().to_string(), |p| p.display().to_string())
 }
 
 /// The trainer of worker `o.id`.
@@ -122,10 +166,25 @@ pub fn save(a: &ModelArgs, dir: &Path, global: &ParamMap) -> Result<()> {
     bitnet_save(a, dir, global)
 }
 
-/// Builds the dataset directory for `--model` from a text corpus.
-pub fn prepare(a: &ModelArgs, corpus: Option<&Path>) -> Result<()> {
+/// What `diloco prepare` built.
+#[derive(serde::Serialize)]
+pub struct Prepared {
+    /// The dataset directory.
+    pub data_dir: PathBuf,
+    /// Tokens in the training split.
+    pub train_tokens: u64,
+    /// Tokens in the held-out split.
+    pub val_tokens: u64,
+    /// The tokenizer's vocabulary (the model's).
+    pub vocab_size: usize,
+}
+
+/// Builds the dataset directory for the BitNet model from a text corpus.
+pub fn prepare(a: &ModelArgs, corpus: Option<&Path>) -> Result<Prepared> {
     if is_toy(a) {
-        bail!("prepare builds a BitNet dataset: pass --model <preset or config.toml>");
+        bail!(
+            "prepare builds a BitNet dataset: pass a BitNet --preset (tiny, ...) or --model-config FILE"
+        );
     }
     bitnet_prepare(a, corpus)
 }
@@ -133,8 +192,8 @@ pub fn prepare(a: &ModelArgs, corpus: Option<&Path>) -> Result<()> {
 #[cfg(not(feature = "bitnet"))]
 fn no_bitnet(a: &ModelArgs) -> anyhow::Error {
     anyhow::anyhow!(
-        "--model {}: this binary was built without the `bitnet` feature (only `toy`)",
-        a.model
+        "{}: this binary was built without the `bitnet` feature (only --preset toy)",
+        label(a)
     )
 }
 
@@ -154,7 +213,7 @@ fn bitnet_save(a: &ModelArgs, _: &Path, _: &ParamMap) -> Result<()> {
 }
 
 #[cfg(not(feature = "bitnet"))]
-fn bitnet_prepare(a: &ModelArgs, _: Option<&Path>) -> Result<()> {
+fn bitnet_prepare(a: &ModelArgs, _: Option<&Path>) -> Result<Prepared> {
     Err(no_bitnet(a))
 }
 
@@ -163,28 +222,38 @@ use bitnet::{bitnet_coordinator, bitnet_prepare, bitnet_save, bitnet_worker};
 
 #[cfg(feature = "bitnet")]
 mod bitnet {
-    use super::{CoordinatorSide, ModelArgs, WorkerOpts};
+    use super::{CoordinatorSide, ModelArgs, Prepared, WorkerOpts, label};
     use anyhow::{Context, Result};
     use bitnet_model::ModelConfig;
     use bitnet_model::data::{TextTokenizer, TokenData, find_corpus, prepare_dataset};
     use bitnet_model::store::ModelDir;
     use burn::tensor::Device;
-    use diloco::bitnet::{BitnetWorker, WorkerSpec, model_config};
+    use diloco::bitnet::{BitnetWorker, WorkerSpec};
     use diloco::params::ParamMap;
     use diloco::trainer::LocalTrainer;
     use std::path::{Path, PathBuf};
 
     fn data_dir(a: &ModelArgs) -> Result<&PathBuf> {
-        a.data_dir.as_ref().with_context(|| {
-            format!(
-                "--model {} needs --data-dir (see `diloco prepare`)",
-                a.model
-            )
-        })
+        a.data_dir
+            .as_ref()
+            .with_context(|| format!("{} needs --data-dir (see `diloco prepare`)", label(a)))
+    }
+
+    /// The architecture: `--model-config` when given, else the BitNet `--preset`.
+    fn model_config(a: &ModelArgs) -> Result<ModelConfig> {
+        match &a.model_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                ModelConfig::from_toml(&text).with_context(|| format!("parsing {}", p.display()))
+            }
+            None => ModelConfig::preset(a.preset.name())
+                .with_context(|| format!("--preset {}", a.preset.name())),
+        }
     }
 
     fn load(a: &ModelArgs) -> Result<(ModelConfig, TokenData)> {
-        let model = model_config(&a.model)?;
+        let model = model_config(a)?;
         let dir = data_dir(a)?;
         let data = TokenData::open(dir)
             .with_context(|| format!("opening the dataset in {}", dir.display()))?;
@@ -249,7 +318,7 @@ mod bitnet {
             eval: Box::new(eval),
             scorer,
             describe: serde_json::json!({
-                "model": a.model,
+                "model": label(a),
                 "params": model.param_count(),
                 "config": model,
                 "seq_len": a.seq_len,
@@ -261,25 +330,26 @@ mod bitnet {
     }
 
     pub(super) fn bitnet_save(a: &ModelArgs, dir: &Path, global: &ParamMap) -> Result<()> {
-        let model = model_config(&a.model)?;
+        let model = model_config(a)?;
         let tok_path = data_dir(a)?.join("tokenizer.json");
         let tokenizer = TextTokenizer::load(&tok_path)?;
         ModelDir::save(dir, &model, global, &tokenizer)
             .with_context(|| format!("saving the model to {}", dir.display()))
     }
 
-    pub(super) fn bitnet_prepare(a: &ModelArgs, corpus: Option<&Path>) -> Result<()> {
-        let model = model_config(&a.model)?;
+    pub(super) fn bitnet_prepare(a: &ModelArgs, corpus: Option<&Path>) -> Result<Prepared> {
+        let model = model_config(a)?;
         let corpus =
             find_corpus(corpus)?.context("no corpus: pass --corpus or set MAGNET_CORPUS")?;
         let out = data_dir(a)?;
         let info = prepare_dataset(&corpus.dir, out, model.vocab_size, 1234, &mut |m| {
             eprintln!("{m}");
         })?;
-        println!(
-            "{}",
-            serde_json::json!({"data_dir": out, "train_tokens": info.train_tokens, "val_tokens": info.val_tokens, "vocab_size": model.vocab_size})
-        );
-        Ok(())
+        Ok(Prepared {
+            data_dir: out.clone(),
+            train_tokens: info.train_tokens,
+            val_tokens: info.val_tokens,
+            vocab_size: model.vocab_size,
+        })
     }
 }
