@@ -203,9 +203,9 @@ fn check_settlement(ledger: &Value, honest: &[&str], crashed: &[(&str, u64)]) {
     assert_eq!(earned, emitted, "honest work holds everything minted");
 }
 
-/// Prints the consensus scores (honest and poisoner) and the largest residual cosine of an
-/// honest update with its own worker's earlier ones (the replay bar's margin), as the
-/// honest validator measured them; the honest updates must stay below the bar.
+/// Prints the consensus scores (honest and poisoner) and, from the validators' reports when
+/// given, the largest residual cosine of an honest update with its own worker's earlier
+/// ones (the replay bar's margin); the honest updates must stay below the bar.
 fn scores_and_cosines(ledger: &Value, evaluations: &Value, honest: &[&str]) {
     let mut worker_of = std::collections::HashMap::new();
     let (mut honest_scores, mut poison_scores) = (Vec::new(), Vec::new());
@@ -238,10 +238,10 @@ fn scores_and_cosines(ledger: &Value, evaluations: &Value, honest: &[&str]) {
             }
         }
     }
-    eprintln!(
-        "consensus scores (ppm): honest {honest_scores:?}, poisoner {poison_scores:?}; \
-         largest honest own-history cosine {own:.4}"
-    );
+    eprintln!("consensus scores (ppm): honest {honest_scores:?}, poisoner {poison_scores:?}");
+    if !evaluations.as_array().unwrap().is_empty() {
+        eprintln!("largest honest own-history residual cosine {own:.4}");
+    }
     assert!(
         own < magnet::protocol::ProtocolConfig::default().replay_cosine,
         "an honest update came within the replay bar of its own earlier one: {own}"
