@@ -262,58 +262,145 @@ fn prefetch(p: *const u8) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(512).cast()) }
 }
 
-/// The row loop of the GEMV, 512-bit: each row is one sequential stream; unit sums are
-/// reduced four at a time.
+/// The row loop of the GEMV, 512-bit: four rows at a time ([`quad_zmm`]), the rest of the
+/// range ([`row_zmm`]) one by one.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
 unsafe fn rows_zmm(w: Weights<'_>, acts: &Acts, r0: usize, out: &mut [f32]) {
+    let quads = out.len() / 4;
+    let (head, tail) = out.split_at_mut(4 * quads);
+    for (i, o) in head.chunks_exact_mut(4).enumerate() {
+        // SAFETY: forwarded from the caller; `o` has 4 values.
+        unsafe { quad_zmm(w, acts, r0 + 4 * i, o) };
+    }
+    for (i, o) in tail.iter_mut().enumerate() {
+        // SAFETY: forwarded from the caller.
+        *o = unsafe { row_zmm(w, acts, r0 + 4 * quads + i) };
+    }
+}
+
+/// Rows `r .. r + 4` of the GEMV, 512-bit. A single row spent most of its time on the
+/// per-row reductions and on the dependency chain of its one accumulator (the kernel ran at
+/// a fraction of read bandwidth even from L3); four rows share each unit's activation
+/// loads, one horizontal sum reduces the four rows' unit sums at once, and the four
+/// accumulators are the lanes of one vector, each folding its row's units in unit order
+/// with [`super::combine`]'s expression, so every row's result is the single-row kernel's
+/// bit for bit. The four rows are contiguous in memory: still one sequential stream.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+unsafe fn quad_zmm(w: Weights<'_>, acts: &Acts, r: usize, out: &mut [f32]) {
+    let units = acts.units;
+    let mut acc = _mm_setzero_ps();
+    for u in 0..units {
+        let a = acts.unit(0, u);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let dw = match w {
+            Weights::I2S { blocks, bpr, .. } => {
+                let nb = (bpr - 2 * u).min(2);
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let first = (r + j) * bpr + 2 * u;
+                    let p: *const u8 = blocks[first..first + nb].as_ptr().cast();
+                    prefetch(p);
+                    // SAFETY: as in `row_zmm`.
+                    let q = unsafe {
+                        if nb == 2 {
+                            _mm512_loadu_si512(p.cast())
+                        } else {
+                            _mm512_mask_loadu_epi8(
+                                _mm512_set1_epi8(ZERO_CODES as i8),
+                                0xFFFF_FFFF,
+                                p.cast(),
+                            )
+                        }
+                    };
+                    *sj = unit_zmm!(q, a, true);
+                }
+                _mm_set1_ps(1.0)
+            }
+            Weights::Tq2 { blocks, bpr } => {
+                let mut h = [0i16; 4];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let b = &blocks[(r + j) * bpr + u];
+                    prefetch(b.qs.as_ptr());
+                    // SAFETY: `qs` has 64 bytes.
+                    let q = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
+                    *sj = unit_zmm!(q, a, false);
+                    h[j] = b.d.to_bits() as i16;
+                }
+                // The exact f16 -> f32 conversion `f16::to_f32` does, four scales at once.
+                _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0))
+            }
+        };
+        acc = fold_rows(acc, s, acts, u, dw);
+    }
+    let y = _mm_mul_ps(acc, _mm_set1_ps(w.tensor_scale()));
+    // SAFETY: `out` has 4 writable f32 (the caller's chunk).
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), y) };
+}
+
+/// One unit's sums of four rows (`s[j]` for row `j`, weight scales `dw`) folded into the
+/// four row accumulators in `acc`: per lane `acc + (sumi - sum_x) as f32 * (dw * dx)`,
+/// the expression [`finish4`] and [`super::combine`] compute for one row.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_rows(acc: __m128, s: [__m256i; 4], acts: &Acts, u: usize, dw: __m128) -> __m128 {
+    let sumi = hsum4_i32(s[0], s[1], s[2], s[3]);
+    let sums = _mm_set1_epi32(acts.sums[u]);
+    let d = _mm_mul_ps(dw, _mm_set1_ps(acts.d[u]));
+    _mm_add_ps(
+        acc,
+        _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(sumi, sums)), d),
+    )
+}
+
+/// One row of the GEMV, 512-bit: one sequential stream; unit sums are reduced four at a
+/// time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,f16c")]
+unsafe fn row_zmm(w: Weights<'_>, acts: &Acts, r: usize) -> f32 {
     let t = 0;
     let units = acts.units;
-    for (i, o) in out.iter_mut().enumerate() {
-        let r = r0 + i;
-        let mut acc = 0.0f32;
-        for u0 in (0..units).step_by(4) {
-            let n = (units - u0).min(4);
-            let mut s = [_mm256_setzero_si256(); 4];
-            let mut dw = [0f32; 4];
-            for (k, sk) in s.iter_mut().enumerate().take(n) {
-                let u = u0 + k;
-                let a = acts.unit(t, u);
-                match w {
-                    Weights::I2S { blocks, bpr, .. } => {
-                        let first = r * bpr + 2 * u;
-                        let nb = (bpr - 2 * u).min(2);
-                        let p: *const u8 = blocks[first..first + nb].as_ptr().cast();
-                        prefetch(p);
-                        // SAFETY: `nb` blocks of 32 bytes are readable at `p`; a masked load
-                        // reads only the first 32 bytes of a half unit.
-                        let q = unsafe {
-                            if nb == 2 {
-                                _mm512_loadu_si512(p.cast())
-                            } else {
-                                _mm512_mask_loadu_epi8(
-                                    _mm512_set1_epi8(ZERO_CODES as i8),
-                                    0xFFFF_FFFF,
-                                    p.cast(),
-                                )
-                            }
-                        };
-                        *sk = unit_zmm!(q, a, true);
-                        dw[k] = 1.0;
-                    }
-                    Weights::Tq2 { blocks, bpr } => {
-                        let b = &blocks[r * bpr + u];
-                        prefetch(b.qs.as_ptr());
-                        // SAFETY: `qs` has 64 bytes.
-                        let q = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
-                        *sk = unit_zmm!(q, a, false);
-                        dw[k] = b.d.to_f32();
-                    }
+    let mut acc = 0.0f32;
+    for u0 in (0..units).step_by(4) {
+        let n = (units - u0).min(4);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut dw = [0f32; 4];
+        for (k, sk) in s.iter_mut().enumerate().take(n) {
+            let u = u0 + k;
+            let a = acts.unit(t, u);
+            match w {
+                Weights::I2S { blocks, bpr, .. } => {
+                    let first = r * bpr + 2 * u;
+                    let nb = (bpr - 2 * u).min(2);
+                    let p: *const u8 = blocks[first..first + nb].as_ptr().cast();
+                    prefetch(p);
+                    // SAFETY: `nb` blocks of 32 bytes are readable at `p`; a masked load
+                    // reads only the first 32 bytes of a half unit.
+                    let q = unsafe {
+                        if nb == 2 {
+                            _mm512_loadu_si512(p.cast())
+                        } else {
+                            _mm512_mask_loadu_epi8(
+                                _mm512_set1_epi8(ZERO_CODES as i8),
+                                0xFFFF_FFFF,
+                                p.cast(),
+                            )
+                        }
+                    };
+                    *sk = unit_zmm!(q, a, true);
+                    dw[k] = 1.0;
+                }
+                Weights::Tq2 { blocks, bpr } => {
+                    let b = &blocks[r * bpr + u];
+                    prefetch(b.qs.as_ptr());
+                    // SAFETY: `qs` has 64 bytes.
+                    let q = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
+                    *sk = unit_zmm!(q, a, false);
+                    dw[k] = b.d.to_f32();
                 }
             }
-            acc = finish4(acc, s, acts, t, u0, n, dw);
         }
-        *o = acc * w.tensor_scale();
+        acc = finish4(acc, s, acts, t, u0, n, dw);
     }
+    acc * w.tensor_scale()
 }
 
 /// Subtracts the activation sums from four unit sums, scales them and folds them into `acc`
@@ -413,33 +500,129 @@ fn load_unit_ymm(w: Weights<'_>, r: usize, u: usize) -> (__m256i, __m256i, f32) 
     }
 }
 
-/// The GEMV row loop, 256-bit AVX-VNNI.
+/// The GEMV row loop, 256-bit AVX-VNNI: four rows at a time as in [`rows_zmm`].
 #[target_feature(enable = "avxvnni,avx2,f16c")]
 unsafe fn rows_ymm(w: Weights<'_>, acts: &Acts, r0: usize, out: &mut [f32]) {
+    let quads = out.len() / 4;
+    let (head, tail) = out.split_at_mut(4 * quads);
+    for (i, o) in head.chunks_exact_mut(4).enumerate() {
+        // SAFETY: forwarded from the caller; `o` has 4 values.
+        unsafe { quad_ymm(w, acts, r0 + 4 * i, o) };
+    }
+    for (i, o) in tail.iter_mut().enumerate() {
+        // SAFETY: forwarded from the caller.
+        *o = unsafe { row_ymm(w, acts, r0 + 4 * quads + i) };
+    }
+}
+
+/// Rows `r .. r + 4` of the GEMV, 256-bit AVX-VNNI (the reasons and the fold as in
+/// [`quad_zmm`]). Half `g` of the unit at a time: its four activation registers are loaded
+/// once and meet the four rows' code halves (sixteen ymm registers leave no room for the
+/// whole unit's activations and four rows).
+#[inline]
+#[target_feature(enable = "avxvnni,avx2,f16c")]
+unsafe fn quad_ymm(w: Weights<'_>, acts: &Acts, r: usize, out: &mut [f32]) {
+    let units = acts.units;
+    let m = _mm256_set1_epi8(3);
+    let mut acc = _mm_setzero_ps();
+    for u in 0..units {
+        let a = acts.unit(0, u);
+        let mut s = [_mm256_setzero_si256(); 4];
+        for g in 0..2 {
+            // SAFETY: `a` points at the unit's 256 permuted activations.
+            let y = unsafe {
+                let a = a.add(32 * g);
+                [
+                    _mm256_loadu_si256(a.cast()),
+                    _mm256_loadu_si256(a.add(64).cast()),
+                    _mm256_loadu_si256(a.add(128).cast()),
+                    _mm256_loadu_si256(a.add(192).cast()),
+                ]
+            };
+            for (j, sj) in s.iter_mut().enumerate() {
+                let (q, i2s) = match w {
+                    Weights::I2S { blocks, bpr, .. } => {
+                        let b = 2 * u + g;
+                        let q = if b < bpr {
+                            let p = blocks[(r + j) * bpr + b].qs.as_ptr();
+                            prefetch(p);
+                            // SAFETY: a block has 32 bytes.
+                            unsafe { _mm256_loadu_si256(p.cast()) }
+                        } else {
+                            _mm256_set1_epi8(ZERO_CODES as i8)
+                        };
+                        (q, true)
+                    }
+                    Weights::Tq2 { blocks, bpr } => {
+                        let p = blocks[(r + j) * bpr + u].qs.as_ptr();
+                        prefetch(p);
+                        // SAFETY: `qs` has 64 bytes.
+                        (unsafe { _mm256_loadu_si256(p.add(32 * g).cast()) }, false)
+                    }
+                };
+                let c = if i2s {
+                    [
+                        _mm256_and_si256(_mm256_srli_epi16::<6>(q), m),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), m),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(q), m),
+                        _mm256_and_si256(q, m),
+                    ]
+                } else {
+                    [
+                        _mm256_and_si256(q, m),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(q), m),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), m),
+                        _mm256_and_si256(_mm256_srli_epi16::<6>(q), m),
+                    ]
+                };
+                // Same products, same order of i32 additions as `unit_ymm!` (integer sums
+                // are exact in any order anyway).
+                let mut t = *sj;
+                for k in 0..4 {
+                    t = _mm256_dpbusd_avx_epi32(t, c[k], y[k]);
+                }
+                *sj = t;
+            }
+        }
+        let dw = match w {
+            Weights::I2S { .. } => _mm_set1_ps(1.0),
+            Weights::Tq2 { blocks, bpr } => {
+                let h = |j: usize| blocks[(r + j) * bpr + u].d.to_bits() as i16;
+                // The exact f16 -> f32 conversion `f16::to_f32` does, four scales at once.
+                _mm_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), 0, 0, 0, 0))
+            }
+        };
+        acc = fold_rows(acc, s, acts, u, dw);
+    }
+    let y = _mm_mul_ps(acc, _mm_set1_ps(w.tensor_scale()));
+    // SAFETY: `out` has 4 writable f32 (the caller's chunk).
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), y) };
+}
+
+/// One row of the GEMV, 256-bit AVX-VNNI.
+#[target_feature(enable = "avxvnni,avx2,f16c")]
+unsafe fn row_ymm(w: Weights<'_>, acts: &Acts, r: usize) -> f32 {
     let t = 0;
     let units = acts.units;
     let i2s = matches!(w, Weights::I2S { .. });
-    for (i, o) in out.iter_mut().enumerate() {
-        let r = r0 + i;
-        let mut acc = 0.0f32;
-        for u0 in (0..units).step_by(4) {
-            let n = (units - u0).min(4);
-            let mut s = [_mm256_setzero_si256(); 4];
-            let mut dw = [0f32; 4];
-            for (k, sk) in s.iter_mut().enumerate().take(n) {
-                let (q0, q1, d) = load_unit_ymm(w, r, u0 + k);
-                let a = acts.unit(t, u0 + k);
-                *sk = if i2s {
-                    unit_ymm!(q0, q1, a, true)
-                } else {
-                    unit_ymm!(q0, q1, a, false)
-                };
-                dw[k] = d;
-            }
-            acc = finish4(acc, s, acts, t, u0, n, dw);
+    let mut acc = 0.0f32;
+    for u0 in (0..units).step_by(4) {
+        let n = (units - u0).min(4);
+        let mut s = [_mm256_setzero_si256(); 4];
+        let mut dw = [0f32; 4];
+        for (k, sk) in s.iter_mut().enumerate().take(n) {
+            let (q0, q1, d) = load_unit_ymm(w, r, u0 + k);
+            let a = acts.unit(t, u0 + k);
+            *sk = if i2s {
+                unit_ymm!(q0, q1, a, true)
+            } else {
+                unit_ymm!(q0, q1, a, false)
+            };
+            dw[k] = d;
         }
-        *o = acc * w.tensor_scale();
+        acc = finish4(acc, s, acts, t, u0, n, dw);
     }
+    acc * w.tensor_scale()
 }
 
 /// Four tokens `tg .. tg + nt` at once for rows `r0 ..` (GEMM), 512-bit: each unit's codes
