@@ -288,10 +288,173 @@ fn postgres() -> Result<Env> {
         bin.display(),
         dir.display()
     );
-    Ok(vec![(
+    let mut env = vec![(
         "MAGNET_POSTGRES_URL".into(),
         format!("postgres://magnet:magnet@127.0.0.1:{port}/magnet"),
-    )])
+    )];
+    env.extend(postgres_tls(&dir, &port, &psql)?);
+    Ok(env)
+}
+
+/// Role (and database) that pg_hba.conf admits over TLS only.
+const TLS_ROLE: &str = "magnet_tls";
+
+/// Turns TLS on in the running cluster for autoresearch's TLS tests: a throw-away CA and a
+/// server certificate for 127.0.0.1 (plus an unrelated CA, the wrong root), `ssl = on` by
+/// `ALTER SYSTEM` + reload (a reused cluster gets it without a restart), and a role that
+/// pg_hba.conf refuses without TLS. Every other role connects as before, with or without
+/// TLS. Without the openssl CLI (which Debian's postgresql package pulls in) nothing is
+/// changed and the TLS variables are not exported.
+fn postgres_tls(dir: &Path, port: &str, psql: &dyn Fn(&str) -> Result<String>) -> Result<Env> {
+    let Some(openssl) = which("openssl") else {
+        eprintln!("services: no openssl CLI, PostgreSQL runs without TLS (TLS tests skip)");
+        return Ok(Vec::new());
+    };
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+    let file = |name: &str| tls.join(name).display().to_string();
+    let ssl = |what: &str, args: &[&str]| step(what, Command::new(&openssl).args(args));
+    if !tls.join("server.crt").is_file() {
+        for ca in ["ca", "other-ca"] {
+            ssl(
+                "openssl CA",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "3650",
+                    "-subj",
+                    &format!("/CN=magnet test {ca}"),
+                    "-keyout",
+                    &file(&format!("{ca}.key")),
+                    "-out",
+                    &file(&format!("{ca}.crt")),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            )?;
+        }
+        ssl(
+            "openssl server key",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &file("server.key"),
+                "-out",
+                &file("server.csr"),
+            ],
+        )?;
+        // Only the IP: a client that names the host `localhost` must fail verify-full.
+        let ext = tls.join("server.ext");
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+        )?;
+        ssl(
+            "openssl server certificate",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &file("server.csr"),
+                "-CA",
+                &file("ca.crt"),
+                "-CAkey",
+                &file("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-extfile",
+                &ext.display().to_string(),
+                "-out",
+                &file("server.crt"),
+            ],
+        )?;
+        if is_root() {
+            step(
+                "chown",
+                Command::new("chown").arg("-R").arg("postgres:").arg(&tls),
+            )?;
+        }
+        // The server refuses a key others can read.
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            tls.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+    }
+    let data = dir.join("data");
+    let hba = data.join("pg_hba.conf");
+    let rules =
+        std::fs::read_to_string(&hba).with_context(|| format!("reading {}", hba.display()))?;
+    let marker = format!("# magnet: {TLS_ROLE} over TLS only");
+    if !rules.contains(&marker) {
+        // First match wins: these precede the cluster's own (trust) lines.
+        std::fs::write(
+            &hba,
+            format!(
+                "{marker}\nhostnossl all {TLS_ROLE} 0.0.0.0/0 reject\n\
+                 hostnossl all {TLS_ROLE} ::/0 reject\n{rules}"
+            ),
+        )
+        .with_context(|| format!("writing {}", hba.display()))?;
+    }
+    psql("ALTER SYSTEM SET ssl = on")?;
+    psql(&format!(
+        "ALTER SYSTEM SET ssl_cert_file = '{}'",
+        file("server.crt")
+    ))?;
+    psql(&format!(
+        "ALTER SYSTEM SET ssl_key_file = '{}'",
+        file("server.key")
+    ))?;
+    psql("SELECT pg_reload_conf()")?;
+    // The reload is a signal: wait until the server has read it.
+    let start = Instant::now();
+    while psql("SHOW ssl")? != "on" {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "PostgreSQL did not turn TLS on (server log: {})",
+                dir.join("server.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if psql(&format!(
+        "SELECT 1 FROM pg_roles WHERE rolname = '{TLS_ROLE}'"
+    ))? != "1"
+    {
+        psql(&format!("CREATE ROLE {TLS_ROLE} LOGIN PASSWORD 'magnet'"))?;
+    }
+    if psql(&format!(
+        "SELECT 1 FROM pg_database WHERE datname = '{TLS_ROLE}'"
+    ))? != "1"
+    {
+        psql(&format!("CREATE DATABASE {TLS_ROLE} OWNER {TLS_ROLE}"))?;
+    }
+    eprintln!("services: PostgreSQL TLS on (CA {})", file("ca.crt"));
+    Ok(vec![
+        (
+            "MAGNET_POSTGRES_TLS_URL".into(),
+            format!("postgres://{TLS_ROLE}:magnet@127.0.0.1:{port}/{TLS_ROLE}"),
+        ),
+        ("MAGNET_POSTGRES_TLS_ROOT".into(), file("ca.crt")),
+        (
+            "MAGNET_POSTGRES_TLS_WRONG_ROOT".into(),
+            file("other-ca.crt"),
+        ),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------

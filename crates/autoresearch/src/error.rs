@@ -66,6 +66,16 @@ pub enum Error {
     /// A database error.
     #[error("database: {0}")]
     Database(String),
+    /// TLS to the PostgreSQL server could not be set up or failed (what failed is in
+    /// `source`: handshake, certificate, host name, an option).
+    #[cfg(feature = "postgres")]
+    #[error("database {url}: {source}")]
+    Tls {
+        /// The URL without its password.
+        url: String,
+        /// What failed.
+        source: crate::storage::TlsError,
+    },
     /// Invalid configuration of a sampler, pruner or runner.
     #[error("config: {0}")]
     Config(String),

@@ -49,8 +49,8 @@ pub use sampler::{
     RandomSampler, Sampler, TpeSampler,
 };
 pub use space::{Distribution, ParamValue, Params, SearchSpace};
-#[cfg(feature = "postgres")]
-pub use storage::PostgresStorage;
 pub use storage::{InMemoryStorage, JournalStorage, OpLog, Storage, StudyMeta};
+#[cfg(feature = "postgres")]
+pub use storage::{PostgresStorage, SslMode, TlsError};
 pub use study::{MultiObjective, Objective, OptimizeOptions, OptimizeSummary, Study, TrialHandle};
 pub use trial::{Direction, Trial, TrialError, TrialState};

@@ -9,10 +9,14 @@
 mod journal;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod tls;
 
 pub use journal::JournalStorage;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStorage, is_postgres_url};
+#[cfg(feature = "postgres")]
+pub use tls::{SslMode, TlsError};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

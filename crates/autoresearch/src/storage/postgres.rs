@@ -6,6 +6,14 @@
 //! `autoresearch_trials` table (one row per trial, primary key `(study_id, number)`) that
 //! SQL users can query and that makes a duplicate trial number a constraint violation.
 //!
+//! Indexes, reviewed for many workers on one database: every query of the ask/tell path
+//! finds its rows through a primary key whose first column is `study_id` (the op log
+//! through `(study_id, seq)`, trial rows through `(study_id, number)`, the study through
+//! `id` or the unique `name`), and so do the `ON DELETE CASCADE` deletes; SQL users' "trials
+//! of a study in a state" has `autoresearch_trials_study_state`. The schema statements run
+//! at every connect, so a database created by an older version gains a new index then
+//! (`CREATE INDEX IF NOT EXISTS`; it locks the trials table against writes while it is built).
+//!
 //! Every write runs in one transaction that first takes the study row's lock
 //! (`SELECT ... FOR UPDATE`), so writes to one study are serialised: the op sequence has no
 //! gaps, a reader that sees op `k` has seen every op before it, and trial numbering plus
@@ -16,8 +24,9 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 
+use super::tls::Tls;
 use super::{Op, OpLog, StudyMeta, apply, check_meta};
 use crate::error::{Error, Result};
 use crate::trial::Trial;
@@ -42,6 +51,8 @@ CREATE TABLE IF NOT EXISTS autoresearch_trials (
     trial JSONB NOT NULL,
     PRIMARY KEY (study_id, number)
 );
+CREATE INDEX IF NOT EXISTS autoresearch_trials_study_state
+    ON autoresearch_trials (study_id, state);
 ";
 
 /// Arbitrary constant key of the advisory lock that serialises schema creation
@@ -86,6 +97,7 @@ struct Inner {
 /// One study in a PostgreSQL database.
 pub struct PostgresStorage {
     config: postgres::Config,
+    tls: Tls,
     /// The URL with any password removed, for messages.
     shown: String,
     name: String,
@@ -129,15 +141,22 @@ impl PostgresStorage {
     /// [`Storage::open_study`](super::Storage::open_study) (its stored name is `name`, whatever the meta says).
     pub fn connect(url: &str, name: &str) -> Result<Self> {
         let shown = redact(url);
-        let mut config = postgres::Config::from_str(url)
+        let tls_err = |source| Error::Tls {
+            url: shown.clone(),
+            source,
+        };
+        let (rest, tls) = super::tls::configure(url).map_err(tls_err)?;
+        let mut config = postgres::Config::from_str(&rest)
             .map_err(|e| Error::Database(format!("{shown}: invalid URL: {e}")))?;
+        config.ssl_mode(tls.wire_mode());
         if config.get_connect_timeout().is_none() {
             // A wrong host must fail, not hang the study.
             config.connect_timeout(Duration::from_secs(15));
         }
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| Error::Database(format!("{shown}: connect: {e}")))?;
+        let mut client = tls.connect(&config).map_err(|e| match e {
+            Ok(t) => tls_err(t),
+            Err(e) => Error::Database(format!("{shown}: connect: {e}")),
+        })?;
         {
             let mut tx = client
                 .transaction()
@@ -151,6 +170,7 @@ impl PostgresStorage {
         }
         Ok(Self {
             config,
+            tls,
             shown,
             name: name.to_string(),
             inner: Mutex::new(Inner {
@@ -219,10 +239,13 @@ impl PostgresStorage {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.client.is_closed() {
-            g.client = self
-                .config
-                .connect(NoTls)
-                .map_err(|e| Error::Database(format!("{}: reconnect: {e}", self.shown)))?;
+            g.client = self.tls.connect(&self.config).map_err(|e| match e {
+                Ok(source) => Error::Tls {
+                    url: self.shown.clone(),
+                    source,
+                },
+                Err(e) => Error::Database(format!("{}: reconnect: {e}", self.shown)),
+            })?;
         }
         Ok(g)
     }
