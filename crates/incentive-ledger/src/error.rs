@@ -1,6 +1,11 @@
 //! One error type for the crate, plus [`Rejection`]: the typed reason a message is refused.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A lower layer's error kept whole and shared: a poisoned store or log returns the same
+/// first failure, as the source of [`Error::Poisoned`], from every later call.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Crate result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -153,21 +158,21 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The embedded database reported an error.
-    #[error("database {path}: {what}")]
+    #[error("database {path}: {source}")]
     Db {
         /// Database path.
         path: PathBuf,
-        /// Description.
-        what: String,
+        /// redb's error.
+        source: Box<redb::Error>,
     },
     /// A durable write failed earlier; the store refuses all further writes (fsyncgate: after a
     /// failed fsync the kernel may have dropped the dirty pages, so retrying could lie).
-    #[error("store {path} is poisoned after a failed durable write: {what}")]
+    #[error("store {path} is poisoned after a failed durable write: {source}")]
     Poisoned {
         /// Store path.
         path: PathBuf,
-        /// The first failure.
-        what: String,
+        /// The first failure, handed to every later call.
+        source: Cause,
     },
     /// Stored data does not match what was signed: tampering, truncation or rollback.
     #[error("integrity failure: {0}")]

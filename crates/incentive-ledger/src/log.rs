@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::identity::{Keypair, PublicKey};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::store::{RedbStore, Store};
@@ -72,7 +72,7 @@ struct SideShared {
     /// Last checkpoint durably written to the side file.
     written: Checkpoint,
     /// First write failure; fatal for the log.
-    error: Option<String>,
+    error: Option<Cause>,
 }
 
 /// The side checkpoint file and its (optional) background writer. Writes never move the file
@@ -111,10 +111,10 @@ impl SideFile {
 
     fn write_now(shared: &Mutex<SideShared>, path: &Path, cp: &Checkpoint) -> Result<()> {
         let mut g = Self::lock(shared);
-        if let Some(what) = &g.error {
+        if let Some(cause) = &g.error {
             return Err(Error::Poisoned {
                 path: path.to_path_buf(),
-                what: what.clone(),
+                source: cause.clone(),
             });
         }
         if cp.size < g.written.size || *cp == g.written {
@@ -126,13 +126,18 @@ impl SideFile {
                 Ok(())
             }
             Err(e) => {
-                g.error = Some(e.to_string());
-                Err(e)
+                // Kept whole for every later call; this one gets it as the poison's source.
+                let cause: Cause = Arc::new(e);
+                g.error = Some(cause.clone());
+                Err(Error::Poisoned {
+                    path: path.to_path_buf(),
+                    source: cause,
+                })
             }
         }
     }
 
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<Cause> {
         Self::lock(&self.shared).error.clone()
     }
 
@@ -188,7 +193,7 @@ pub struct Log<S: Store = RedbStore> {
     policy: SidePolicy,
     cp_path: PathBuf,
     key: Option<Keypair>,
-    poisoned: Option<String>,
+    poisoned: Option<Cause>,
 }
 
 fn now() -> u64 {
@@ -404,25 +409,30 @@ impl<S: Store> Log<S> {
 
     fn check(&mut self) -> Result<()> {
         if self.poisoned.is_none()
-            && let Some(what) = self.side.error()
+            && let Some(cause) = self.side.error()
         {
-            self.poisoned = Some(format!("side checkpoint write failed: {what}"));
+            // The side checkpoint's own write failed (its error names the file).
+            self.poisoned = Some(cause);
         }
         match &self.poisoned {
-            Some(what) => Err(Error::Poisoned {
+            Some(cause) => Err(Error::Poisoned {
                 path: self.cp_path.clone(),
-                what: what.clone(),
+                source: cause.clone(),
             }),
             None => Ok(()),
         }
     }
 
-    fn poison(&mut self, e: &Error) -> Error {
-        let what = e.to_string();
-        self.poisoned = Some(what.clone());
+    fn poison(&mut self, e: Error) -> Error {
+        // Already poisoned below (the store): hand on the same first failure.
+        let cause: Cause = match e {
+            Error::Poisoned { source, .. } => source,
+            other => Arc::new(other),
+        };
+        self.poisoned = Some(cause.clone());
         Error::Poisoned {
             path: self.cp_path.clone(),
-            what,
+            source: cause,
         }
     }
 
@@ -455,15 +465,15 @@ impl<S: Store> Log<S> {
             // The tree already holds the new leaves; only a reopen can be trusted now.
             Ok(at) => {
                 let e = Error::Integrity(format!("store appended at {at}, log expected {first}"));
-                return Err(self.poison(&e));
+                return Err(self.poison(e));
             }
-            Err(e) => return Err(self.poison(&e)),
+            Err(e) => return Err(self.poison(e)),
         }
         self.checkpoint = cp;
         let due = self.tree.len() - self.side.requested_size >= self.policy.max_entries
             || self.side.requested_at.elapsed() >= self.policy.max_interval;
         if due && let Err(e) = self.side.request(&self.checkpoint, self.policy.background) {
-            return Err(self.poison(&e));
+            return Err(self.poison(e));
         }
         Ok(first)
     }
@@ -477,7 +487,7 @@ impl<S: Store> Log<S> {
             return Ok(());
         }
         if let Err(e) = SideFile::write_now(&self.side.shared, &self.cp_path, &self.checkpoint) {
-            return Err(self.poison(&e));
+            return Err(self.poison(e));
         }
         Ok(())
     }
@@ -487,7 +497,7 @@ impl<S: Store> Log<S> {
     pub fn close(mut self) -> Result<()> {
         self.check()?;
         if let Err(e) = self.store.flush() {
-            return Err(self.poison(&e));
+            return Err(self.poison(e));
         }
         self.sync_side()
     }
@@ -496,7 +506,7 @@ impl<S: Store> Log<S> {
     /// the rollback window.
     #[doc(hidden)]
     pub fn drop_like_a_crash(mut self) {
-        self.poisoned = Some("dropped like a crash".into());
+        self.poisoned = Some(Arc::new(Error::Invalid("dropped like a crash".into())));
     }
 
     /// Inclusion proof for entry `index` against the current checkpoint's tree size.

@@ -8,10 +8,11 @@
 //! (fsyncgate). The owner must drop the store and reopen, which re-verifies everything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::wal::{self, Wal};
 
 /// Append-only storage of opaque entries indexed from 0.
@@ -149,7 +150,7 @@ pub struct RedbStore {
     pending: Vec<Vec<u8>>,
     pending_cp: Option<Vec<u8>>,
     two_phase: bool,
-    poisoned: Option<String>,
+    poisoned: Option<Cause>,
     recovered: usize,
     absorptions: u64,
 }
@@ -160,6 +161,13 @@ impl std::fmt::Debug for RedbStore {
             .field("path", &self.path)
             .field("len", &(self.len + self.pending.len() as u64))
             .finish_non_exhaustive()
+    }
+}
+
+fn db_error(path: &Path, e: impl Into<redb::Error>) -> Error {
+    Error::Db {
+        path: path.to_path_buf(),
+        source: Box::new(e.into()),
     }
 }
 
@@ -175,10 +183,7 @@ impl RedbStore {
     /// Entries must be the contiguous range `0..len`.
     pub fn open(path: &Path) -> Result<Self> {
         guard(path, || {
-            let db = Database::create(path).map_err(|e| Error::Db {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            })?;
+            let db = Database::create(path).map_err(|e| db_error(path, e))?;
             Self::from_db(db, path)
         })
     }
@@ -188,18 +193,12 @@ impl RedbStore {
     pub fn open_backend(backend: impl redb::StorageBackend, path: &Path) -> Result<Self> {
         let db = Database::builder()
             .create_with_backend(backend)
-            .map_err(|e| Error::Db {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            })?;
+            .map_err(|e| db_error(path, e))?;
         Self::from_db(db, path)
     }
 
     fn from_db(db: Database, path: &Path) -> Result<Self> {
-        let db_err = |what: String| Error::Db {
-            path: path.to_path_buf(),
-            what,
-        };
+        let db_err = |e: redb::Error| db_error(path, e);
         // Read first: a database that already has its tables and salt needs no write (no fsync).
         let stored = (|| -> std::result::Result<Option<Vec<u8>>, redb::Error> {
             let rtx = db.begin_read()?;
@@ -210,7 +209,7 @@ impl RedbStore {
             };
             Ok(m.get(WAL_SALT_KEY)?.map(|v| v.value().to_vec()))
         })()
-        .map_err(|e| db_err(e.to_string()))?;
+        .map_err(db_err)?;
         // A damaged salt must not silently orphan the WAL's acknowledged frames.
         let salt = if let Some(v) = stored {
             u64::from_be_bytes(<[u8; 8]>::try_from(v.as_slice()).map_err(|_| {
@@ -222,22 +221,22 @@ impl RedbStore {
             })?)
         } else {
             let s = fresh_salt();
-            let tx = db.begin_write().map_err(|e| db_err(e.to_string()))?;
+            let tx = db.begin_write().map_err(|e| db_err(e.into()))?;
             (|| -> std::result::Result<(), redb::Error> {
                 tx.open_table(ENTRIES)?;
                 tx.open_table(META)?
                     .insert(WAL_SALT_KEY, &s.to_be_bytes()[..])?;
                 Ok(())
             })()
-            .map_err(|e| db_err(e.to_string()))?;
-            tx.commit().map_err(|e| db_err(e.to_string()))?;
+            .map_err(db_err)?;
+            tx.commit().map_err(|e| db_err(e.into()))?;
             s
         };
         let len = {
-            let rtx = db.begin_read().map_err(|e| db_err(e.to_string()))?;
-            let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.to_string()))?;
+            let rtx = db.begin_read().map_err(|e| db_err(e.into()))?;
+            let t = rtx.open_table(ENTRIES).map_err(|e| db_err(e.into()))?;
             // Length = last chunk's key + its entry count; contiguity is checked by every scan.
-            let last = t.last().map_err(|e| db_err(e.to_string()))?;
+            let last = t.last().map_err(|e| db_err(e.into()))?;
             match last {
                 None => 0,
                 Some((k, v)) => k.value() + unchunk(path, k.value(), v.value())?.len() as u64,
@@ -260,8 +259,10 @@ impl RedbStore {
             s.pending.extend(f.entries);
             s.pending_cp = Some(f.checkpoint);
         }
-        if s.recovered > 0 {
-            s.absorb(&[], None).map_err(db_err)?;
+        if s.recovered > 0
+            && let Err(cause) = s.absorb(&[], None)
+        {
+            return Err(s.poison(cause));
         }
         Ok(s)
     }
@@ -274,7 +275,7 @@ impl RedbStore {
         &mut self,
         entries: &[&[u8]],
         checkpoint: Option<&[u8]>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Cause> {
         // Nothing in the WAL and nothing given: the database already holds everything, and a
         // commit would only cost an fsync (callers absorb before raw edits, flush, drop).
         if entries.is_empty() && checkpoint.is_none() && self.wal.is_empty() {
@@ -311,7 +312,7 @@ impl RedbStore {
     fn transact(
         &mut self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Cause> {
         let salt = fresh_salt();
         let run = || -> std::result::Result<(), redb::Error> {
             let mut tx = self.db.begin_write()?;
@@ -323,7 +324,7 @@ impl RedbStore {
             tx.commit()?;
             Ok(())
         };
-        run().map_err(|e| e.to_string())?;
+        run().map_err(|e| Arc::new(db_error(&self.path, e)) as Cause)?;
         self.wal.restart(salt);
         self.absorptions += 1;
         Ok(())
@@ -333,7 +334,7 @@ impl RedbStore {
         &mut self,
         entries: &[&[u8]],
         checkpoint: &[u8],
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Cause> {
         let bytes = wal::HEADER_BYTES
             + entries.iter().map(|e| 4 + e.len()).sum::<usize>()
             + checkpoint.len();
@@ -345,18 +346,18 @@ impl RedbStore {
         }
         let first = self.len + self.pending.len() as u64;
         let frame = wal::encode(self.wal.salt(), first, entries, checkpoint);
-        self.wal.write(&frame).map_err(|e| e.to_string())?;
+        self.wal.write(&frame).map_err(|e| Arc::new(e) as Cause)?;
         // The frame is the durable copy; the database gets these entries at the next absorption.
         self.pending.extend(entries.iter().map(|e| e.to_vec()));
         self.pending_cp = Some(checkpoint.to_vec());
         Ok(())
     }
 
-    fn poison(&mut self, what: String) -> Error {
-        self.poisoned = Some(what.clone());
+    fn poison(&mut self, cause: Cause) -> Error {
+        self.poisoned = Some(cause.clone());
         Error::Poisoned {
             path: self.path.clone(),
-            what,
+            source: cause,
         }
     }
 
@@ -431,19 +432,16 @@ impl RedbStore {
 
     fn check(&self) -> Result<()> {
         match &self.poisoned {
-            Some(what) => Err(Error::Poisoned {
+            Some(cause) => Err(Error::Poisoned {
                 path: self.path.clone(),
-                what: what.clone(),
+                source: cause.clone(),
             }),
             None => Ok(()),
         }
     }
 
-    fn db_err(&self, what: impl ToString) -> Error {
-        Error::Db {
-            path: self.path.clone(),
-            what: what.to_string(),
-        }
+    fn db_err(&self, e: impl Into<redb::Error>) -> Error {
+        db_error(&self.path, e)
     }
 
     /// A durable raw transaction for the tamper helpers below, after absorbing the WAL.
@@ -453,13 +451,13 @@ impl RedbStore {
     ) -> Result<()> {
         self.absorb(&[], None)
             .and_then(|()| self.transact(f))
-            .map_err(|what| self.db_err(what))
+            .map_err(|cause| self.poison(cause))
     }
 
     /// Overwrites entry `index` in place, bypassing every check. Only for tamper tests.
     #[doc(hidden)]
     pub fn tamper_overwrite(&mut self, index: u64, bytes: &[u8]) -> Result<()> {
-        self.absorb(&[], None).map_err(|what| self.db_err(what))?;
+        self.absorb(&[], None).map_err(|cause| self.poison(cause))?;
         let (first, mut entries) = self
             .chunk_of(index)?
             .ok_or_else(|| Error::Invalid(format!("no entry {index} to overwrite")))?;
@@ -487,7 +485,7 @@ impl RedbStore {
     /// Deletes the last `n` entries, bypassing every check. Only for rollback tests.
     #[doc(hidden)]
     pub fn tamper_truncate(&mut self, n: u64) -> Result<()> {
-        self.absorb(&[], None).map_err(|what| self.db_err(what))?;
+        self.absorb(&[], None).map_err(|cause| self.poison(cause))?;
         let keep = self.len.saturating_sub(n);
         while self.len > keep {
             let (first, entries) = self
@@ -503,7 +501,8 @@ impl RedbStore {
                     .iter()
                     .map(Vec::as_slice)
                     .collect();
-                self.absorb(&refs, None).map_err(|what| self.db_err(what))?;
+                self.absorb(&refs, None)
+                    .map_err(|cause| self.poison(cause))?;
             }
         }
         Ok(())
@@ -560,13 +559,13 @@ impl Store for RedbStore {
         let first = self.len + self.pending.len() as u64;
         match self.append_inner(entries, checkpoint) {
             Ok(()) => Ok(first),
-            Err(what) => Err(self.poison(what)),
+            Err(cause) => Err(self.poison(cause)),
         }
     }
 
     fn flush(&mut self) -> Result<()> {
         self.check()?;
-        self.absorb(&[], None).map_err(|what| self.poison(what))
+        self.absorb(&[], None).map_err(|cause| self.poison(cause))
     }
 }
 
