@@ -66,6 +66,16 @@ pub enum Error {
     /// A database error.
     #[error("database: {0}")]
     Database(String),
+    /// The PostgreSQL driver failed; `what` says where (URL without its password, study,
+    /// operation).
+    #[cfg(feature = "postgres")]
+    #[error("database {what}: {source}")]
+    Postgres {
+        /// Where it failed.
+        what: String,
+        /// The driver's error.
+        source: postgres::Error,
+    },
     /// TLS to the PostgreSQL server could not be set up or failed (what failed is in
     /// `source`: handshake, certificate, host name, an option).
     #[cfg(feature = "postgres")]
@@ -88,12 +98,12 @@ pub enum Error {
         msg: String,
     },
     /// Writing a plot failed.
-    #[error("plot {path}: {msg}")]
+    #[error("plot {path}: {source}")]
     Plot {
         /// Output path.
         path: PathBuf,
-        /// Cause.
-        msg: String,
+        /// plotters' drawing error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

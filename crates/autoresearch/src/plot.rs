@@ -25,6 +25,7 @@ struct Svg<'a>(SVGBackend<'a>);
 
 type SvgError = <SVGBackend<'static> as DrawingBackend>::ErrorType;
 type DrawResult<T> = std::result::Result<T, DrawingErrorKind<SvgError>>;
+type AreaResult = std::result::Result<(), DrawingAreaErrorKind<SvgError>>;
 
 impl DrawingBackend for Svg<'_> {
     type ErrorType = SvgError;
@@ -103,17 +104,17 @@ impl DrawingBackend for Svg<'_> {
     }
 }
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+fn plot_err(path: &Path, e: DrawingAreaErrorKind<SvgError>) -> Error {
     Error::Plot {
         path: path.to_path_buf(),
-        msg: e.to_string(),
+        source: Box::new(e),
     }
 }
 
 /// Renders into an SVG string; `name` only labels errors.
 fn render(
     name: &Path,
-    draw: impl FnOnce(&DrawingArea<Svg<'_>, Shift>) -> std::result::Result<(), String>,
+    draw: impl FnOnce(&DrawingArea<Svg<'_>, Shift>) -> AreaResult,
 ) -> Result<String> {
     let mut buf = String::new();
     {
@@ -166,20 +167,16 @@ pub fn history_svg(trials: &[Trial], dir: Direction) -> Result<String> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(-0.5..n_max + 0.5, lo..hi)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(-0.5..n_max + 0.5, lo..hi)?;
         chart
             .configure_mesh()
             .x_desc("trial")
             .y_desc("objective value")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(
-                pts.iter()
-                    .map(|(t, v)| Circle::new((t.number as f64, *v), 3, BLUE.mix(0.7).filled())),
-            )
-            .map_err(|e| e.to_string())?;
+            .draw()?;
+        chart.draw_series(
+            pts.iter()
+                .map(|(t, v)| Circle::new((t.number as f64, *v), 3, BLUE.mix(0.7).filled())),
+        )?;
         let mut best: Option<f64> = None;
         let line: Vec<(f64, f64)> = pts
             .iter()
@@ -192,9 +189,7 @@ pub fn history_svg(trials: &[Trial], dir: Direction) -> Result<String> {
                 (t.number as f64, b)
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(line, RED.stroke_width(2)))
-            .map_err(|e| e.to_string())?;
+        chart.draw_series(LineSeries::new(line, RED.stroke_width(2)))?;
         // plotters' own legend measures text with a font library; this one needs none.
         let (x, y) = (SIZE.0 as i32 - 190, 50);
         let text =
@@ -213,7 +208,6 @@ pub fn history_svg(trials: &[Trial], dir: Direction) -> Result<String> {
             ))
         })
         .and_then(|()| root.draw(&text("best value", y + 20)))
-        .map_err(|e| e.to_string())
     })
 }
 
@@ -253,8 +247,7 @@ pub fn parallel_coordinates_svg(
         let mut chart = ChartBuilder::on(root)
             .caption("Parallel coordinates", (FONT, 22))
             .margin(20)
-            .build_cartesian_2d(-0.3..(n_axes as f64 - 0.7), -0.12..1.08)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(-0.3..(n_axes as f64 - 0.7), -0.12..1.08)?;
         // Worst first, so the best lines end up on top.
         let mut order: Vec<&(&Trial, f64)> = pts.iter().collect();
         order.sort_by(|a, b| dir.loss(b.1).total_cmp(&dir.loss(a.1)));
@@ -272,12 +265,10 @@ pub fn parallel_coordinates_svg(
                 .collect();
             line.push(((n_axes - 1) as f64, y_obj));
             let quality = 1.0 - y_obj;
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    line,
-                    heat(quality).mix(0.6).stroke_width(1),
-                )))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                line,
+                heat(quality).mix(0.6).stroke_width(1),
+            )))?;
         }
         let label = |s: &str, x: f64, y: f64| {
             Text::new(
@@ -294,16 +285,12 @@ pub fn parallel_coordinates_svg(
         };
         for i in 0..n_axes {
             let x = i as f64;
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x, 0.0), (x, 1.0)],
-                    BLACK.stroke_width(1),
-                )))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x, 0.0), (x, 1.0)],
+                BLACK.stroke_width(1),
+            )))?;
             let title = names.get(i).copied().unwrap_or("objective");
-            chart
-                .draw_series([label(title, x, -0.07)])
-                .map_err(|e| e.to_string())?;
+            chart.draw_series([label(title, x, -0.07)])?;
         }
         if !pts.is_empty() {
             let x = (n_axes - 1) as f64;
@@ -312,12 +299,10 @@ pub fn parallel_coordinates_svg(
             } else {
                 (lo, hi)
             };
-            chart
-                .draw_series([
-                    label(&format!("{top:.4}"), x, 1.04),
-                    label(&format!("{bottom:.4}"), x, -0.035),
-                ])
-                .map_err(|e| e.to_string())?;
+            chart.draw_series([
+                label(&format!("{top:.4}"), x, 1.04),
+                label(&format!("{bottom:.4}"), x, -0.035),
+            ])?;
         }
         Ok(())
     })
@@ -335,38 +320,30 @@ pub fn importance_svg(trials: &[Trial], space: &SearchSpace, dir: Direction) -> 
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(10)
-            .build_cartesian_2d(0.0..1.0, -0.6..(n as f64 - 0.4))
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(0.0..1.0, -0.6..(n as f64 - 0.4))?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .disable_y_axis()
             .x_desc("importance")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(imp.iter().enumerate().map(|(i, (_, v))| {
-                let y = i as f64;
-                Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BLUE.mix(0.6).filled())
-            }))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(imp.iter().enumerate().map(|(i, (k, v))| {
-                Text::new(
-                    format!("{k} ({v:.3})"),
-                    (0.01, i as f64 + 0.1),
-                    (FONT, 14).into_font().color(&BLACK),
-                )
-            }))
-            .map_err(|e| e.to_string())?;
+            .draw()?;
+        chart.draw_series(imp.iter().enumerate().map(|(i, (_, v))| {
+            let y = i as f64;
+            Rectangle::new([(0.0, y - 0.35), (*v, y + 0.35)], BLUE.mix(0.6).filled())
+        }))?;
+        chart.draw_series(imp.iter().enumerate().map(|(i, (k, v))| {
+            Text::new(
+                format!("{k} ({v:.3})"),
+                (0.01, i as f64 + 0.1),
+                (FONT, 14).into_font().color(&BLACK),
+            )
+        }))?;
         if imp.is_empty() {
-            chart
-                .draw_series([Text::new(
-                    "not enough complete trials".to_string(),
-                    (0.3, 0.0),
-                    (FONT, 16).into_font().color(&BLACK),
-                )])
-                .map_err(|e| e.to_string())?;
+            chart.draw_series([Text::new(
+                "not enough complete trials".to_string(),
+                (0.3, 0.0),
+                (FONT, 16).into_font().color(&BLACK),
+            )])?;
         }
         Ok(())
     })

@@ -146,8 +146,10 @@ impl PostgresStorage {
             source,
         };
         let (rest, tls) = super::tls::configure(url).map_err(tls_err)?;
-        let mut config = postgres::Config::from_str(&rest)
-            .map_err(|e| Error::Database(format!("{shown}: invalid URL: {e}")))?;
+        let mut config = postgres::Config::from_str(&rest).map_err(|e| Error::Postgres {
+            what: format!("{shown}: invalid URL"),
+            source: e,
+        })?;
         config.ssl_mode(tls.wire_mode());
         if config.get_connect_timeout().is_none() {
             // A wrong host must fail, not hang the study.
@@ -155,18 +157,29 @@ impl PostgresStorage {
         }
         let mut client = tls.connect(&config).map_err(|e| match e {
             Ok(t) => tls_err(t),
-            Err(e) => Error::Database(format!("{shown}: connect: {e}")),
+            Err(e) => Error::Postgres {
+                what: format!("{shown}: connect"),
+                source: e,
+            },
         })?;
         {
-            let mut tx = client
-                .transaction()
-                .map_err(|e| Error::Database(format!("{shown}: begin: {e}")))?;
+            let mut tx = client.transaction().map_err(|e| Error::Postgres {
+                what: format!("{shown}: begin"),
+                source: e,
+            })?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-                .map_err(|e| Error::Database(format!("{shown}: schema lock: {e}")))?;
-            tx.batch_execute(SCHEMA)
-                .map_err(|e| Error::Database(format!("{shown}: creating tables: {e}")))?;
-            tx.commit()
-                .map_err(|e| Error::Database(format!("{shown}: creating tables: {e}")))?;
+                .map_err(|e| Error::Postgres {
+                    what: format!("{shown}: schema lock"),
+                    source: e,
+                })?;
+            tx.batch_execute(SCHEMA).map_err(|e| Error::Postgres {
+                what: format!("{shown}: creating tables"),
+                source: e,
+            })?;
+            tx.commit().map_err(|e| Error::Postgres {
+                what: format!("{shown}: creating tables"),
+                source: e,
+            })?;
         }
         Ok(Self {
             config,
@@ -196,7 +209,7 @@ impl PostgresStorage {
                     "SELECT id FROM autoresearch_studies WHERE name = $1",
                     &[&self.name],
                 )
-                .map_err(|e| self.err("looking up the study", &e))?;
+                .map_err(|e| self.err("looking up the study", e))?;
             let Some(row) = row else { return Ok(None) };
             g.study_id = Some(row.get(0));
         }
@@ -210,7 +223,7 @@ impl PostgresStorage {
         let rows = g
             .client
             .query("SELECT name FROM autoresearch_studies ORDER BY id", &[])
-            .map_err(|e| self.err("listing studies", &e))?;
+            .map_err(|e| self.err("listing studies", e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -222,14 +235,17 @@ impl PostgresStorage {
                 "DELETE FROM autoresearch_studies WHERE name = $1",
                 &[&self.name],
             )
-            .map_err(|e| self.err("deleting the study", &e))?;
+            .map_err(|e| self.err("deleting the study", e))?;
         g.study_id = None;
         g.cache = Cache::default();
         Ok(())
     }
 
-    fn err(&self, what: &str, e: &postgres::Error) -> Error {
-        Error::Database(format!("{} study `{}`: {what}: {e}", self.shown, self.name))
+    fn err(&self, what: &str, e: postgres::Error) -> Error {
+        Error::Postgres {
+            what: format!("{} study `{}`: {what}", self.shown, self.name),
+            source: e,
+        }
     }
 
     /// The connection, reconnected if the server dropped it.
@@ -244,7 +260,10 @@ impl PostgresStorage {
                     url: self.shown.clone(),
                     source,
                 },
-                Err(e) => Error::Database(format!("{}: reconnect: {e}", self.shown)),
+                Err(e) => Error::Postgres {
+                    what: format!("{}: reconnect", self.shown),
+                    source: e,
+                },
             })?;
         }
         Ok(g)
@@ -263,7 +282,7 @@ impl PostgresStorage {
         let rows = g
             .client
             .query(OPS_SINCE, &[&id, &g.cache.seq])
-            .map_err(|e| self.err("reading trials", &e))?;
+            .map_err(|e| self.err("reading trials", e))?;
         g.cache
             .apply_rows(&rows)
             .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))
@@ -297,15 +316,15 @@ impl PostgresStorage {
         id: i64,
         f: impl FnOnce(&Cache) -> Result<(Vec<Op>, T)>,
     ) -> Result<T> {
-        let mut tx = client.transaction().map_err(|e| self.err("begin", &e))?;
+        let mut tx = client.transaction().map_err(|e| self.err("begin", e))?;
         tx.query_one(
             "SELECT id FROM autoresearch_studies WHERE id = $1 FOR UPDATE",
             &[&id],
         )
-        .map_err(|e| self.err("locking the study", &e))?;
+        .map_err(|e| self.err("locking the study", e))?;
         let rows = tx
             .query(OPS_SINCE, &[&id, &cache.seq])
-            .map_err(|e| self.err("reading trials", &e))?;
+            .map_err(|e| self.err("reading trials", e))?;
         cache
             .apply_rows(&rows)
             .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))?;
@@ -313,7 +332,7 @@ impl PostgresStorage {
         for op in ops {
             self.store_op(&mut tx, cache, id, op)?;
         }
-        tx.commit().map_err(|e| self.err("commit", &e))?;
+        tx.commit().map_err(|e| self.err("commit", e))?;
         Ok(out)
     }
 
@@ -328,7 +347,7 @@ impl PostgresStorage {
             "INSERT INTO autoresearch_ops (study_id, seq, op) VALUES ($1, $2, $3::text::jsonb)",
             &[&id, &seq, &text],
         )
-        .map_err(|e| self.err("appending an op", &e))?;
+        .map_err(|e| self.err("appending an op", e))?;
         apply(&mut cache.meta, &mut cache.trials, op)?;
         cache.seq = seq;
         let Some(number) = number else {
@@ -354,7 +373,7 @@ impl PostgresStorage {
                 &[&id, &n, &state, &json],
             )
         }
-        .map_err(|e| self.err(&format!("recording trial {number}"), &e))?;
+        .map_err(|e| self.err(&format!("recording trial {number}"), e))?;
         Ok(())
     }
 }
@@ -370,27 +389,27 @@ impl OpLog for PostgresStorage {
             .map_err(|e| Error::Database(format!("study `{}`: encoding: {e}", self.name)))?;
         {
             let mut g = self.lock()?;
-            let mut tx = g.client.transaction().map_err(|e| self.err("begin", &e))?;
+            let mut tx = g.client.transaction().map_err(|e| self.err("begin", e))?;
             // Of several workers creating the study at once, one inserts; all read its id.
             tx.execute(
                 "INSERT INTO autoresearch_studies (name, meta) VALUES ($1, $2::text::jsonb) \
                  ON CONFLICT (name) DO NOTHING",
                 &[&self.name, &text],
             )
-            .map_err(|e| self.err("creating the study", &e))?;
+            .map_err(|e| self.err("creating the study", e))?;
             let row = tx
                 .query_one(
                     "SELECT id FROM autoresearch_studies WHERE name = $1 FOR UPDATE",
                     &[&self.name],
                 )
-                .map_err(|e| self.err("locking the study", &e))?;
+                .map_err(|e| self.err("locking the study", e))?;
             let id: i64 = row.get(0);
             let has_header: bool = tx
                 .query_one(
                     "SELECT EXISTS (SELECT 1 FROM autoresearch_ops WHERE study_id = $1)",
                     &[&id],
                 )
-                .map_err(|e| self.err("reading the study", &e))?
+                .map_err(|e| self.err("reading the study", e))?
                 .get(0);
             if !has_header {
                 let op = serde_json::to_string(&Op::Study { meta: meta.clone() }).map_err(|e| {
@@ -400,9 +419,9 @@ impl OpLog for PostgresStorage {
                     "INSERT INTO autoresearch_ops (study_id, seq, op) VALUES ($1, 1, $2::text::jsonb)",
                     &[&id, &op],
                 )
-                .map_err(|e| self.err("writing the study header", &e))?;
+                .map_err(|e| self.err("writing the study header", e))?;
             }
-            tx.commit().map_err(|e| self.err("commit", &e))?;
+            tx.commit().map_err(|e| self.err("commit", e))?;
             if g.study_id != Some(id) {
                 g.study_id = Some(id);
                 g.cache = Cache::default();
