@@ -197,7 +197,9 @@ pub struct Settlement {
 /// presence switches the ledger to the networked round (`magnet`): every round is closed by
 /// a [`Close`] before it is evaluated, held-out seeds come from the close (validators cannot
 /// choose a beacon), sketches never decide a copy (only validators' verdicts and identical
-/// artifacts do), a consensus score below `-poison_tolerance_ppm` is slashed as poisoned,
+/// artifacts do), a consensus score below `-poison_tolerance_ppm` (or below minus
+/// [`crate::state::POISON_RELATIVE`] times the round's median score magnitude, when that is
+/// smaller) is slashed as poisoned,
 /// and `participation_ppm` of each round's emission is split equally among the unslashed
 /// measured contributions (the rest by positive score).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
