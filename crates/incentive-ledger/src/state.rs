@@ -860,72 +860,48 @@ mod tests {
             l.register(w.public(), Role::Worker, 0).unwrap();
         }
         l.register(v.public(), Role::Validator, 100).unwrap();
-        let cs: Vec<SignedMessage> = workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let c = contribution(&l, w, i as u8);
-                l.submit(&c).unwrap();
-                c
-            })
-            .collect();
-        let beacon = l.close_round().unwrap();
+        // One round: every worker contributes, the validator signs the given (before, after)
+        // losses, the round settles; the slashes it derived.
+        let round = |l: &mut Ledger, losses: [(u64, u64); 5]| -> Vec<Option<SlashReason>> {
+            let r = l.state().round as u8;
+            let cs: Vec<SignedMessage> = workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let c = contribution(l, w, 20 * r + i as u8);
+                    l.submit(&c).unwrap();
+                    c
+                })
+                .collect();
+            let beacon = l.close_round().unwrap();
+            for (c, loss) in cs.iter().zip(losses) {
+                let e = evaluation(l, &v, c, beacon, Verdict::Measured, loss);
+                l.submit(&e).unwrap();
+            }
+            l.settle([r; 32]).unwrap();
+            let last = l.state().history.last().unwrap();
+            last.outcomes.iter().map(|o| o.slash).collect()
+        };
+        let poisoned_last = vec![None, None, None, None, Some(SlashReason::Poisoned)];
         // Scores +0.3 %, +0.27 %, +0.33 %, then −0.2 % (an honest update's noise) and −0.92 %
         // (a poisoner within the 1 % tolerance): median magnitude 3,000 ppm, bar 6,000.
-        let losses = [
+        let converged = [
             (2_000_000, 1_994_000),
             (2_000_000, 1_994_600),
             (2_000_000, 1_993_400),
             (2_000_000, 2_004_000),
             (2_000_000, 2_018_400),
         ];
-        for (c, loss) in cs.iter().zip(losses) {
-            let e = evaluation(&l, &v, c, beacon, Verdict::Measured, loss);
-            l.submit(&e).unwrap();
-        }
-        l.settle([8; 32]).unwrap();
-        let slashes: Vec<Option<SlashReason>> = l.state().history[0]
-            .outcomes
-            .iter()
-            .map(|o| o.slash)
-            .collect();
-        assert_eq!(
-            slashes,
-            vec![None, None, None, None, Some(SlashReason::Poisoned)]
-        );
-
-        // Round 2, noisy: honest −0.55 %, −0.89 %, +0.95 %, +0.1 %, and a poisoner at −27 %
-        // (median magnitude 8,900 ppm: the bar is the 1 % tolerance).
-        let cs: Vec<SignedMessage> = workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let c = contribution(&l, w, 20 + i as u8);
-                l.submit(&c).unwrap();
-                c
-            })
-            .collect();
-        let beacon = l.close_round().unwrap();
-        let losses = [
+        assert_eq!(round(&mut l, converged), poisoned_last);
+        // Noisy: honest −0.55 %, −0.89 %, +0.95 %, +0.1 %, and a poisoner at −27 % (median
+        // magnitude 8,900 ppm: the bar is the 1 % tolerance).
+        let noisy = [
             (2_000_000, 2_011_000),
             (2_000_000, 2_017_800),
             (2_000_000, 1_981_000),
             (2_000_000, 1_998_000),
             (2_000_000, 2_540_000),
         ];
-        for (c, loss) in cs.iter().zip(losses) {
-            let e = evaluation(&l, &v, c, beacon, Verdict::Measured, loss);
-            l.submit(&e).unwrap();
-        }
-        l.settle([9; 32]).unwrap();
-        let slashes: Vec<Option<SlashReason>> = l.state().history[1]
-            .outcomes
-            .iter()
-            .map(|o| o.slash)
-            .collect();
-        assert_eq!(
-            slashes,
-            vec![None, None, None, None, Some(SlashReason::Poisoned)]
-        );
+        assert_eq!(round(&mut l, noisy), poisoned_last);
     }
 }
