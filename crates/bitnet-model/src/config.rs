@@ -86,6 +86,49 @@ fn default_weights() -> WeightKind {
 /// Names of the built-in presets, in the order `ModelConfig::preset` accepts them.
 pub const PRESETS: &[&str] = &["tiny", "genkidama-363m", "genkidama-618m", "bitnet-2b4t"];
 
+/// The architectures [`ModelConfig::preset`] knows: one type for every binary's `--preset`
+/// (with the `clap` feature it is a `clap::ValueEnum`, so `--help` lists the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Preset {
+    /// The small model that trains on a laptop CPU.
+    Tiny,
+    /// Genkidama's 363M-parameter model.
+    #[cfg_attr(feature = "clap", value(name = "genkidama-363m"))]
+    Genkidama363m,
+    /// Genkidama's 618M-parameter model.
+    #[cfg_attr(feature = "clap", value(name = "genkidama-618m"))]
+    Genkidama618m,
+    /// Microsoft's BitNet b1.58 2B4T architecture.
+    #[cfg_attr(feature = "clap", value(name = "bitnet-2b4t"))]
+    Bitnet2b4t,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 4] = [
+        Preset::Tiny,
+        Preset::Genkidama363m,
+        Preset::Genkidama618m,
+        Preset::Bitnet2b4t,
+    ];
+
+    /// The name [`ModelConfig::preset`] takes (and the command line shows).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Genkidama363m => "genkidama-363m",
+            Preset::Genkidama618m => "genkidama-618m",
+            Preset::Bitnet2b4t => "bitnet-2b4t",
+        }
+    }
+
+    /// Its architecture.
+    pub fn config(self) -> Result<ModelConfig> {
+        ModelConfig::preset(self.name())
+    }
+}
+
 impl ModelConfig {
     /// A named preset (see the module docs), ternary weights.
     pub fn preset(name: &str) -> Result<Self> {
@@ -289,6 +332,13 @@ mod tests {
         // The 2B4T report: ~2.4B parameters with the tied 128k embedding.
         assert!(within(c.param_count(), 2.41e9, 0.01), "{}", c.param_count());
         assert_eq!(c.kv_dim(), 640);
+    }
+
+    #[test]
+    fn every_preset_names_a_valid_config() {
+        for p in Preset::ALL {
+            p.config().unwrap().validate().unwrap();
+        }
     }
 
     #[test]

@@ -50,6 +50,6 @@ pub mod store;
 pub mod train;
 pub mod weights;
 
-pub use config::{Activation, ModelConfig, WeightKind};
+pub use config::{Activation, ModelConfig, Preset, WeightKind};
 pub use error::{Error, Result};
 pub use weights::{NamedTensor, WeightMap};

@@ -27,12 +27,12 @@
 //! running one real round ([`sync_round_bytes`]).
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::ModelConfig;
 use bitnet_model::data::{TokenData, find_corpus, prepare_dataset};
 use bitnet_model::plot::{Chart, Series, line_chart_png};
 use bitnet_model::train::TrainConfig;
+use bitnet_model::{ModelConfig, Preset};
 use burn::prelude::Device;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use diloco::bitnet::WorkerSpec;
 use diloco::codec::{self, Codec};
 use diloco::drift::{Features, linear_cka};
@@ -120,34 +120,6 @@ struct Args {
     /// markdown table, and draw no progress bars.
     #[arg(long)]
     json: bool,
-}
-
-/// Architecture presets (`bitnet_model::ModelConfig::preset`'s names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Preset {
-    /// The small model that trains on a laptop CPU.
-    Tiny,
-    /// Genkidama's 363M-parameter model.
-    #[value(name = "genkidama-363m")]
-    Genkidama363m,
-    /// Genkidama's 618M-parameter model.
-    #[value(name = "genkidama-618m")]
-    Genkidama618m,
-    /// Microsoft's BitNet b1.58 2B4T architecture.
-    #[value(name = "bitnet-2b4t")]
-    Bitnet2b4t,
-}
-
-impl Preset {
-    /// The name `ModelConfig::preset` takes.
-    fn name(self) -> &'static str {
-        match self {
-            Preset::Tiny => "tiny",
-            Preset::Genkidama363m => "genkidama-363m",
-            Preset::Genkidama618m => "genkidama-618m",
-            Preset::Bitnet2b4t => "bitnet-2b4t",
-        }
-    }
 }
 
 /// The architecture `args` name and its label for the report: the `--model-config` file,

@@ -13,33 +13,8 @@ pub fn default_out() -> PathBuf {
     PathBuf::from("runs").join("genkidama")
 }
 
-/// A model architecture preset (`bitnet_model::ModelConfig::preset`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// The small model that trains on a laptop CPU.
-    Tiny,
-    /// Genkidama's 363M-parameter model.
-    #[value(name = "genkidama-363m")]
-    Genkidama363m,
-    /// Genkidama's 618M-parameter model.
-    #[value(name = "genkidama-618m")]
-    Genkidama618m,
-    /// Microsoft's BitNet b1.58 2B4T architecture.
-    #[value(name = "bitnet-2b4t")]
-    Bitnet2b4t,
-}
-
-impl Preset {
-    /// The name `ModelConfig::preset` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Tiny => "tiny",
-            Preset::Genkidama363m => "genkidama-363m",
-            Preset::Genkidama618m => "genkidama-618m",
-            Preset::Bitnet2b4t => "bitnet-2b4t",
-        }
-    }
-}
+/// The architecture presets: bitnet-model's one type (a `clap::ValueEnum` there).
+pub use bitnet_model::Preset;
 
 /// A burn device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

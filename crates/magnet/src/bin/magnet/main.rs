@@ -17,11 +17,11 @@
 //! from its files.
 
 use anyhow::{Context, Result, bail};
-use bitnet_model::ModelConfig;
 use bitnet_model::data::{TextTokenizer, TokenData, find_corpus, prepare_dataset};
 use bitnet_model::export::{EmbeddingType, ExportOptions, Target, TernaryType, export_gguf};
 use bitnet_model::store::ModelDir;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use bitnet_model::{ModelConfig, Preset};
+use clap::{Args, Parser, Subcommand};
 use diloco::codec::Codec;
 use diloco::outer::OuterOptimizer;
 use magnet::bitnet::BitnetHeldOut;
@@ -46,13 +46,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// Architecture presets.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Preset {
-    /// bitnet-model's `tiny`.
-    Tiny,
-}
-
 #[derive(Args, Clone, Debug)]
 struct ModelArgs {
     /// Architecture to train from scratch.
@@ -72,9 +65,7 @@ fn model_config(preset: Preset, file: Option<&PathBuf>) -> Result<ModelConfig> {
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("parsing {}", p.display()))?,
-        None => match preset {
-            Preset::Tiny => ModelConfig::preset("tiny")?,
-        },
+        None => preset.config()?,
     })
 }
 
