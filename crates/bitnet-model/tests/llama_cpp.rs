@@ -135,17 +135,15 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn tokenizers_match_llama_cpp_id_for_id() {
-    let Some(python) = oracle_python() else {
-        return;
-    };
+/// The oracle script's `write`: vocabularies trained on the corpus lines and the models
+/// built on them, in a fresh folder; the held-out lines beside it.
+fn write_files(python: &Path) -> (tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let (train, held_out) = texts();
     let train_path = dir.path().join("train.txt");
     std::fs::write(&train_path, &train).unwrap();
     run(
-        &python,
+        python,
         &[
             "write".as_ref(),
             dir.path().as_os_str(),
@@ -153,6 +151,15 @@ fn tokenizers_match_llama_cpp_id_for_id() {
             "2000".as_ref(),
         ],
     );
+    (dir, held_out)
+}
+
+#[test]
+fn tokenizers_match_llama_cpp_id_for_id() {
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let (dir, held_out) = write_files(&python);
     let mut all = held_out;
     all.extend(edge_cases());
     let texts_path = dir.path().join("texts.json");
@@ -232,19 +239,7 @@ fn llama_bpe_q6_k_model_scores_like_llama_cpp() {
     let Some(python) = oracle_python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (train, held_out) = texts();
-    let train_path = dir.path().join("train.txt");
-    std::fs::write(&train_path, &train).unwrap();
-    run(
-        &python,
-        &[
-            "write".as_ref(),
-            dir.path().as_os_str(),
-            train_path.as_os_str(),
-            "2000".as_ref(),
-        ],
-    );
+    let (dir, held_out) = write_files(&python);
     // Held-out text in all three languages.
     let text = held_out.join("\n");
     let text_path = dir.path().join("heldout.txt");

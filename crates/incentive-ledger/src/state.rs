@@ -691,9 +691,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_protocol_fixes_the_beacon_decides_by_verdicts_and_pays_participation() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A fresh ledger in `dir/l` under the networked round's protocol (participation 50 %,
+    /// poison tolerance 1 %) with the given search-journal hash.
+    fn protocol_ledger(dir: &std::path::Path, search: crate::merkle::Hash) -> Ledger {
         let genesis = Genesis {
             base_model: [7; 32],
             initial_emission: 1_000,
@@ -701,20 +701,22 @@ mod tests {
             cap: 100_000,
             copy_threshold_ppm: 500_000,
         };
-        let mut l = Ledger::create(
-            &dir.path().join("l"),
-            ORIGIN,
-            Keypair::from_seed([1; 32]),
-            genesis,
-        )
-        .unwrap();
+        let mut l =
+            Ledger::create(&dir.join("l"), ORIGIN, Keypair::from_seed([1; 32]), genesis).unwrap();
         l.set_protocol(Protocol {
             participation_ppm: 500_000,
             poison_tolerance_ppm: 10_000,
             config: [1; 32],
-            search: [2; 32],
+            search,
         })
         .unwrap();
+        l
+    }
+
+    #[test]
+    fn the_protocol_fixes_the_beacon_decides_by_verdicts_and_pays_participation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = protocol_ledger(dir.path(), [2; 32]);
         assert_eq!(l.state().protocol.unwrap().search, [2; 32]);
         // Once only.
         assert!(matches!(
@@ -833,27 +835,7 @@ mod tests {
     #[test]
     fn the_poison_bar_follows_the_rounds_scores() {
         let dir = tempfile::tempdir().unwrap();
-        let genesis = Genesis {
-            base_model: [7; 32],
-            initial_emission: 1_000,
-            halving_rounds: 10,
-            cap: 100_000,
-            copy_threshold_ppm: 500_000,
-        };
-        let mut l = Ledger::create(
-            &dir.path().join("l"),
-            ORIGIN,
-            Keypair::from_seed([1; 32]),
-            genesis,
-        )
-        .unwrap();
-        l.set_protocol(Protocol {
-            participation_ppm: 500_000,
-            poison_tolerance_ppm: 10_000,
-            config: [1; 32],
-            search: [0; 32],
-        })
-        .unwrap();
+        let mut l = protocol_ledger(dir.path(), [0; 32]);
         let workers: Vec<Keypair> = (0..5).map(|i| Keypair::from_seed([10 + i; 32])).collect();
         let v = Keypair::from_seed([30; 32]);
         for w in &workers {
