@@ -41,7 +41,7 @@ pub enum Adversary {
     Nan,
     /// Sends a zero update in round 1, then the previous round's published step.
     FreeRider,
-    /// Trains honestly and sends its update negated and scaled by 4.
+    /// Trains honestly and sends its update negated and scaled by 8.
     Poison,
     /// Trains honestly in its first round, then resubmits that update (rescaled by 1.5, with
     /// 1 % noise, in the protocol's codec) instead of training.
@@ -336,7 +336,7 @@ pub fn run_worker(
                 artifact::build(member.worker_id, round, weight, &delta, uplink)?
             }
             Some(Adversary::Poison) => {
-                params::scale(&mut delta, -4.0);
+                params::scale(&mut delta, -8.0);
                 artifact::build(member.worker_id, round, weight, &delta, uplink)?
             }
             Some(Adversary::Nan) => {
@@ -431,6 +431,9 @@ pub struct SignedVerdict {
     pub max_cosine: f64,
     /// Largest residual cosine against the same worker's earlier updates.
     pub own_cosine: f64,
+    /// Whether it stayed in the reference merge (`validator::assess`).
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 /// The lying validator of the tests: scores honest-looking updates as poison and every
@@ -507,6 +510,7 @@ pub fn run_validator(
                         .then_some((a.loss_before, a.loss_after)),
                     max_cosine: a.max_cosine,
                     own_cosine: a.own_cosine,
+                    trusted: a.trusted,
                 })
                 .collect(),
         });

@@ -72,7 +72,7 @@ fn write_corpus(dir: &Path) {
 }
 
 struct Setup {
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
     root: PathBuf,
     corpus: PathBuf,
     model: PathBuf,
@@ -82,6 +82,13 @@ struct Setup {
 fn setup() -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
+    // MAGNET_TEST_KEEP keeps the logs, stores and ledgers for a look after a failure.
+    let tmp = if std::env::var_os("MAGNET_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
     let corpus = root.join("corpus");
     write_corpus(&corpus);
     let model = root.join("micro.toml");
@@ -170,7 +177,7 @@ fn check_settlement(ledger: &Value, honest: &[&str], crashed: &[(&str, u64)]) {
                 let got = o["slashed"].as_str().unwrap_or("");
                 assert!(
                     got.starts_with(want),
-                    "round {round}: {name} slashed `{got}`, want `{want}`"
+                    "round {round}: {name} slashed `{got}`, want `{want}`; the round: {r}"
                 );
                 assert_eq!(o["reward"].as_u64().unwrap(), 0, "round {round}: {o}");
             }
