@@ -103,8 +103,8 @@ pub struct RoundTiming {
     pub written_bytes: u64,
 }
 
-/// A hook called with (round, phase name) before each phase (fault tests).
-pub type PhaseHook = Box<dyn FnMut(u64, &str)>;
+/// A hook called with (round, phase name) before each phase (progress, fault tests).
+pub type PhaseHook = Box<dyn FnMut(u64, &str) + Send>;
 
 /// The operator of one run.
 pub struct Operator<'s> {
@@ -116,7 +116,7 @@ pub struct Operator<'s> {
     members: BTreeMap<PublicKey, Member>,
     /// Timings of the rounds run by this process.
     pub timings: Vec<RoundTiming>,
-    /// Hook for fault tests: called with (round, phase name) before each phase.
+    /// Called with (round, phase name) before each phase (progress display, fault tests).
     pub on_phase: Option<PhaseHook>,
 }
 

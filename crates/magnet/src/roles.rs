@@ -159,6 +159,9 @@ pub struct WorkerRound {
     pub train_loss: Option<f64>,
 }
 
+/// A progress callback: (round, phase name), as a party moves through its rounds.
+pub type PhaseFn = dyn FnMut(u64, &str);
+
 /// Worker options.
 pub struct WorkerOptions<'a> {
     /// Makes the update (honest: the trainer); `None` for adversaries that do not train.
@@ -176,6 +179,8 @@ pub struct WorkerOptions<'a> {
     pub timeout: Duration,
     /// Seed of the noisy copier's noise.
     pub seed: u64,
+    /// Called with (round, phase) as the worker moves through a round (progress display).
+    pub on_phase: Option<&'a mut PhaseFn>,
 }
 
 fn copy_source(
@@ -242,7 +247,13 @@ pub fn run_worker(
     let mut out = Vec::new();
     // What it last sent (the replaying attacker's source).
     let mut last_sent: Option<ParamMap> = None;
+    let mut phase = |round: u64, name: &str| {
+        if let Some(f) = o.on_phase.as_mut() {
+            f(round, name);
+        }
+    };
     for round in member.from_round..=last {
+        phase(round, "wait for the round");
         let open: RoundOpen = wait_doc(store, &keys::open(round), &p, o.timeout)?;
         let mut rec = WorkerRound {
             round,
@@ -261,6 +272,7 @@ pub fn run_worker(
             continue;
         }
         let global = model_version(store, &p, round - 1, o.timeout)?;
+        phase(round, "train");
         let mut weight = p.update_weight;
         let mut uplink = p.codec;
         let replay = match (o.adversary, &last_sent) {
@@ -381,6 +393,7 @@ pub fn run_worker(
         }
         .sign(&party.key)
         .to_bytes();
+        phase(round, "commit");
         if o.late.contains(&round) {
             let _: CloseNotice = wait_doc(store, &keys::close(round), &p, o.timeout)?;
         }
@@ -390,6 +403,7 @@ pub fn run_worker(
             p.limits.record,
         )?;
         rec.committed = true;
+        phase(round, "wait for the close, reveal");
         let close: CloseNotice = wait_doc(store, &keys::close(round), &p, o.timeout)?;
         if close.contributions.iter().any(|c| c.artifact == hx(&hash)) {
             store.put_idempotent(
@@ -458,12 +472,19 @@ pub fn run_validator(
     heldout: &mut dyn HeldOut,
     liar: bool,
     timeout: Duration,
+    mut on_phase: Option<&mut PhaseFn>,
 ) -> Result<Vec<ValidatorRound>> {
+    let mut phase = |round: u64, name: &str| {
+        if let Some(f) = on_phase.as_mut() {
+            f(round, name);
+        }
+    };
     let p = read_protocol(store, timeout)?;
     let member = join(store, &p, party, Role::Validator, timeout)?;
     let mut history = History::default();
     let mut out = Vec::new();
     for round in member.from_round..=p.rounds {
+        phase(round, "wait for the close");
         let close: CloseNotice = wait_doc(store, &keys::close(round), &p, timeout)?;
         let global = model_version(store, &p, round - 1, timeout)?;
         for k in round.saturating_sub(p.history_rounds).max(1)..round {
@@ -484,6 +505,7 @@ pub fn run_validator(
             }
             std::thread::sleep(Duration::from_millis(p.poll_ms));
         }
+        phase(round, "check and measure");
         let view = RoundView::load(store, &p, close, &global)?;
         let mut assessments =
             validator::assess(&p, &view, &global, &history, heldout, &party.key.public())?;
@@ -514,6 +536,7 @@ pub fn run_validator(
                 })
                 .collect(),
         });
+        phase(round, "wait for the settlement");
         let result: RoundResult = wait_doc(store, &keys::result(round), &p, timeout)?;
         let step = match store.get_limited(&step_key(round), p.limits.artifact)? {
             Some(b) => Some(codec::decode(&b, "step")?.1),

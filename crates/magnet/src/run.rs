@@ -78,6 +78,7 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
 }
 
 /// Runs a whole run with threads over an in-memory store; the ledger goes to `ledger_dir`.
+/// `on_phase` sees the operator's phases (progress display).
 #[allow(clippy::too_many_arguments)]
 pub fn in_process(
     ledger_dir: &Path,
@@ -88,6 +89,7 @@ pub fn in_process(
     validators: &[(String, u64, bool)],
     val_windows: usize,
     key_seed: &str,
+    on_phase: Option<crate::operator::PhaseHook>,
 ) -> Result<InProcessReport> {
     let store = Store::memory();
     let shards = workers.iter().map(|w| w.shard + 1).max().unwrap_or(1);
@@ -95,6 +97,7 @@ pub fn in_process(
     let init = initial_weights(&doc.model, data, doc.seed)?;
     let doc_bytes = crate::protocol::to_json(doc);
     let timeout = Duration::from_mins(10);
+    let mut on_phase = on_phase;
     std::thread::scope(|s| -> Result<InProcessReport> {
         let store = &store;
         type OpOut = (
@@ -113,6 +116,7 @@ pub fn in_process(
                 &doc_bytes,
                 doc.search_hash()?,
             )?;
+            op.on_phase = on_phase.take();
             let mut heldout =
                 BitnetHeldOut::new(doc.model.clone(), data, doc.training.seq_len, val_windows)?;
             let mut val = vec![heldout.val_loss(op.global())?];
@@ -159,6 +163,7 @@ pub fn in_process(
                             late: Vec::new(),
                             timeout,
                             seed: i as u64,
+                            on_phase: None,
                         },
                     )?;
                     Ok((w.name.clone(), rounds))
@@ -183,7 +188,7 @@ pub fn in_process(
                     };
                     Ok((
                         name.clone(),
-                        roles::run_validator(store, &party, &mut h, *liar, timeout)?,
+                        roles::run_validator(store, &party, &mut h, *liar, timeout, None)?,
                     ))
                 })
             })

@@ -203,6 +203,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                         late: Vec::new(),
                         timeout: Duration::from_mins(1),
                         seed: i as u64,
+                        on_phase: None,
                     },
                 )
                 .unwrap();
@@ -220,6 +221,7 @@ fn every_attacker_is_caught_honest_workers_are_paid_and_a_restart_replays_the_ru
                     &mut Distance,
                     liar,
                     Duration::from_mins(1),
+                    None,
                 )
                 .unwrap();
             });

@@ -16,6 +16,8 @@
 //! library code, then saves the merged model, exports it to GGUF and verifies the ledger
 //! from its files.
 
+mod progress;
+
 use anyhow::{Context, Result, bail};
 use bitnet_model::data::{TextTokenizer, TokenData, find_corpus, prepare_dataset};
 use bitnet_model::export::{EmbeddingType, ExportOptions, Target, TernaryType, export_gguf};
@@ -410,6 +412,7 @@ fn run_all(a: &RunArgs) -> Result<()> {
     }
     let key_seed = format!("magnet-run-{}", a.seed);
     let started = std::time::Instant::now();
+    let bar = progress::rounds(protocol.rounds, "run", a.json);
     let report = in_process(
         &ledger_dir,
         protocol.clone(),
@@ -419,7 +422,9 @@ fn run_all(a: &RunArgs) -> Result<()> {
         &validators,
         a.val_windows,
         &key_seed,
+        Some(Box::new(progress::phases(&bar))),
     )?;
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
 
     let gguf = save_and_export(&out, &model, &report.global, &tokenizer)?;
@@ -583,18 +588,26 @@ fn operator(a: &OperatorArgs) -> Result<()> {
     let mut heldout =
         BitnetHeldOut::new(model.clone(), &data, doc.training.seq_len, a.val_windows)?;
     let mut curve = Vec::new();
+    let bar = progress::rounds(op.protocol().rounds, "operator", a.json);
+    bar.set_position(op.ledger().state().round.saturating_sub(1));
+    op.on_phase = Some(Box::new(progress::phases(&bar)));
     while op.ledger().state().round <= op.protocol().rounds {
         let r = op.run_round()?;
         let val = magnet::heldout::HeldOut::val_loss(&mut heldout, op.global())?;
-        eprintln!(
-            "operator: round {}: merged {:?}, {} slashed, emission {}, val loss {val:.4}",
-            r.round,
-            r.merged_workers,
-            r.slashed.len(),
-            r.emission
+        bar.set_position(r.round);
+        progress::log(
+            &bar,
+            &format!(
+                "operator: round {}: merged {:?}, {} slashed, emission {}, val loss {val:.4}",
+                r.round,
+                r.merged_workers,
+                r.slashed.len(),
+                r.emission
+            ),
         );
         curve.push(serde_json::json!({"round": r.round, "val_loss": val, "result": r}));
     }
+    bar.finish_and_clear();
     let tokenizer = TextTokenizer::load(&a.model.data_dir.join("tokenizer.json"))?;
     let gguf = save_and_export(&a.out, &model, op.global(), &tokenizer)?;
     let state = op.ledger().state();
@@ -709,6 +722,8 @@ fn main() -> Result<()> {
                 name: party.name.clone(),
                 stake: 0,
             };
+            let bar = progress::rounds(p.rounds, &party.name, party.json);
+            let mut phases = progress::phases(&bar);
             let rounds = roles::run_worker(
                 &store,
                 &me,
@@ -722,8 +737,10 @@ fn main() -> Result<()> {
                     late,
                     timeout,
                     seed,
+                    on_phase: Some(&mut phases),
                 },
             )?;
+            bar.finish_and_clear();
             let sent: u64 = rounds.iter().map(|r| r.bytes).sum();
             eprintln!(
                 "worker {}: {} rounds, {sent} artifact bytes",
@@ -749,14 +766,18 @@ fn main() -> Result<()> {
             let (m, data) = model.load()?;
             let store = Store::open(&party.store)?;
             let timeout = Duration::from_millis(party.timeout_ms);
-            let (_, doc) = run_documents(&store, timeout)?;
+            let (p, doc) = run_documents(&store, timeout)?;
             let mut heldout = BitnetHeldOut::new(m, &data, doc.training.seq_len, val_windows)?;
             let me = Party {
                 key: derived_key(&party.key_seed, &party.name),
                 name: party.name.clone(),
                 stake,
             };
-            let rounds = roles::run_validator(&store, &me, &mut heldout, lie, timeout)?;
+            let bar = progress::rounds(p.rounds, &party.name, party.json);
+            let mut phases = progress::phases(&bar);
+            let rounds =
+                roles::run_validator(&store, &me, &mut heldout, lie, timeout, Some(&mut phases))?;
+            bar.finish_and_clear();
             eprintln!("validator {}: {} rounds", party.name, rounds.len());
             if party.json {
                 println!(
