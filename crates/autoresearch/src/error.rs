@@ -42,15 +42,16 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
-    /// A corrupt journal line.
-    #[error("journal {path} line {line}: {msg}")]
+    /// A journal line that cannot be applied to the study (or an op that cannot be
+    /// encoded as one).
+    #[error("journal {path} line {line}: {source}")]
     Journal {
         /// Journal path.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
-        /// What is wrong.
-        msg: String,
+        /// Why: the op's own error, or the JSON codec's.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A stored study does not match the one being opened.
     #[error("study `{study}`: {msg}")]
@@ -63,9 +64,26 @@ pub enum Error {
     /// A trial number the storage does not know.
     #[error("unknown trial {0}")]
     UnknownTrial(u64),
-    /// A database error.
-    #[error("database: {0}")]
-    Database(String),
+    /// A stored op of a study in the database that cannot be decoded or applied.
+    #[error("database {what}: op {seq}: {source}")]
+    StoredOp {
+        /// The URL without its password, and the study.
+        what: String,
+        /// The op's sequence number in the study's log.
+        seq: i64,
+        /// Why: the JSON codec's error, or the op's own.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A study's record could not be encoded for the database.
+    #[error("study `{study}`: encoding {what}: {source}")]
+    Encode {
+        /// Study name.
+        study: String,
+        /// What was being encoded (op, trial, study).
+        what: &'static str,
+        /// The JSON codec's error.
+        source: serde_json::Error,
+    },
     /// The PostgreSQL driver failed; `what` says where (URL without its password, study,
     /// operation).
     #[cfg(feature = "postgres")]

@@ -172,6 +172,19 @@ fn torn_final_line_is_skipped_and_appends_continue() {
         "{\"op\":\"report\",\"number\":7,\"step\":0,\"value\":1.0}\n",
     )
     .unwrap();
-    let e = JournalStorage::open(&path).unwrap_err().to_string();
-    assert!(e.contains("line 1") && e.contains("unknown trial 7"), "{e}");
+    let e = JournalStorage::open(&path).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("line 1") && text.contains("unknown trial 7"),
+        "{text}"
+    );
+    // The cause is the op's own error, kept as the source (not flattened to text).
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        matches!(
+            source.downcast_ref::<autoresearch::Error>(),
+            Some(autoresearch::Error::UnknownTrial(7))
+        ),
+        "{source:?}"
+    );
 }

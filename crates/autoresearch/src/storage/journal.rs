@@ -99,7 +99,7 @@ impl JournalStorage {
                 Ok(op) => apply(&mut c.meta, &mut c.trials, op).map_err(|e| Error::Journal {
                     path: self.path.clone(),
                     line: c.line,
-                    msg: e.to_string(),
+                    source: Box::new(e),
                 })?,
                 Err(_) => c.torn_lines += 1,
             }
@@ -137,7 +137,7 @@ impl JournalStorage {
                     text.push_str(&serde_json::to_string(op).map_err(|e| Error::Journal {
                         path: self.path.clone(),
                         line: c.line + 1,
-                        msg: e.to_string(),
+                        source: Box::new(e),
                     })?);
                     text.push('\n');
                 }

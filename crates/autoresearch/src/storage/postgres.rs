@@ -69,18 +69,22 @@ struct Cache {
 }
 
 impl Cache {
-    fn apply_rows(&mut self, rows: &[postgres::Row]) -> std::result::Result<(), String> {
+    /// Applies stored ops; on a bad one the cache starts over and the error says which op.
+    fn apply_rows(
+        &mut self,
+        rows: &[postgres::Row],
+    ) -> std::result::Result<(), (i64, Box<dyn std::error::Error + Send + Sync>)> {
         for row in rows {
             let seq: i64 = row.get(0);
             let text: String = row.get(1);
-            let res = serde_json::from_str::<Op>(&text)
-                .map_err(|e| e.to_string())
-                .and_then(|op| {
-                    apply(&mut self.meta, &mut self.trials, op).map_err(|e| e.to_string())
-                });
-            if let Err(msg) = res {
+            let res = match serde_json::from_str::<Op>(&text) {
+                Ok(op) => apply(&mut self.meta, &mut self.trials, op)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            };
+            if let Err(source) = res {
                 *self = Self::default();
-                return Err(format!("op {seq}: {msg}"));
+                return Err((seq, source));
             }
             self.seq = seq;
         }
@@ -248,6 +252,14 @@ impl PostgresStorage {
         }
     }
 
+    fn encode(&self, what: &'static str, e: serde_json::Error) -> Error {
+        Error::Encode {
+            study: self.name.clone(),
+            what,
+            source: e,
+        }
+    }
+
     /// The connection, reconnected if the server dropped it.
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         let mut g = self
@@ -285,7 +297,11 @@ impl PostgresStorage {
             .map_err(|e| self.err("reading trials", e))?;
         g.cache
             .apply_rows(&rows)
-            .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))
+            .map_err(|(seq, source)| Error::StoredOp {
+                what: format!("{} study `{}`", self.shown, self.name),
+                seq,
+                source,
+            })
     }
 
     /// Runs `f` in a transaction holding the study row lock, with the cache up to date;
@@ -327,7 +343,11 @@ impl PostgresStorage {
             .map_err(|e| self.err("reading trials", e))?;
         cache
             .apply_rows(&rows)
-            .map_err(|m| Error::Database(format!("{} study `{}`: {m}", self.shown, self.name)))?;
+            .map_err(|(seq, source)| Error::StoredOp {
+                what: format!("{} study `{}`", self.shown, self.name),
+                seq,
+                source,
+            })?;
         let (ops, out) = f(cache)?;
         for op in ops {
             self.store_op(&mut tx, cache, id, op)?;
@@ -338,8 +358,7 @@ impl PostgresStorage {
 
     /// Appends one op, applies it to the cache and mirrors the touched trial's row.
     fn store_op(&self, tx: &mut Transaction<'_>, cache: &mut Cache, id: i64, op: Op) -> Result<()> {
-        let text = serde_json::to_string(&op)
-            .map_err(|e| Error::Database(format!("study `{}`: encoding op: {e}", self.name)))?;
+        let text = serde_json::to_string(&op).map_err(|e| self.encode("op", e))?;
         let number = op.trial_number();
         let is_new = matches!(op, Op::Create { .. } | Op::Enqueue { .. });
         let seq = cache.seq + 1;
@@ -355,8 +374,7 @@ impl PostgresStorage {
         };
         let trial =
             &cache.trials[usize::try_from(number).map_err(|_| Error::UnknownTrial(number))?];
-        let json = serde_json::to_string(trial)
-            .map_err(|e| Error::Database(format!("study `{}`: encoding trial: {e}", self.name)))?;
+        let json = serde_json::to_string(trial).map_err(|e| self.encode("trial", e))?;
         let n = i64::try_from(number).map_err(|_| Error::UnknownTrial(number))?;
         let state = trial.state.as_str();
         if is_new {
@@ -385,8 +403,7 @@ impl OpLog for PostgresStorage {
     fn open_log(&self, meta: &StudyMeta) -> Result<StudyMeta> {
         let mut meta = meta.clone();
         meta.name.clone_from(&self.name);
-        let text = serde_json::to_string(&meta)
-            .map_err(|e| Error::Database(format!("study `{}`: encoding: {e}", self.name)))?;
+        let text = serde_json::to_string(&meta).map_err(|e| self.encode("study", e))?;
         {
             let mut g = self.lock()?;
             let mut tx = g.client.transaction().map_err(|e| self.err("begin", e))?;
@@ -412,9 +429,8 @@ impl OpLog for PostgresStorage {
                 .map_err(|e| self.err("reading the study", e))?
                 .get(0);
             if !has_header {
-                let op = serde_json::to_string(&Op::Study { meta: meta.clone() }).map_err(|e| {
-                    Error::Database(format!("study `{}`: encoding: {e}", self.name))
-                })?;
+                let op = serde_json::to_string(&Op::Study { meta: meta.clone() })
+                    .map_err(|e| self.encode("study", e))?;
                 tx.execute(
                     "INSERT INTO autoresearch_ops (study_id, seq, op) VALUES ($1, 1, $2::text::jsonb)",
                     &[&id, &op],
