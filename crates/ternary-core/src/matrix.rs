@@ -6,6 +6,8 @@ use crate::format::{
     BlockI2S, BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, PackedFormat, Q8_0, Tq1_0, Tq2_0, i2_s,
 };
 use crate::kernels::lut::LutMatrix;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::tiled::Tiled16;
 use crate::quant::{Granularity, TernaryWeights};
 use std::sync::OnceLock;
 
@@ -35,6 +37,10 @@ pub struct PackedMatrix {
     data: PackedData,
     /// The lookup-table repacking, built on first use by the `Lut` kernel path.
     lut: OnceLock<LutMatrix>,
+    /// The 16-row interleaved copy, built on first use by the AVX-512 VNNI path (`None`
+    /// inside when the matrix has no such copy).
+    #[cfg(target_arch = "x86_64")]
+    tiled: OnceLock<Option<Tiled16>>,
 }
 
 impl PartialEq for PackedMatrix {
@@ -105,6 +111,8 @@ impl PackedMatrix {
             cols,
             data,
             lut: OnceLock::new(),
+            #[cfg(target_arch = "x86_64")]
+            tiled: OnceLock::new(),
         }
     }
 
@@ -116,6 +124,20 @@ impl PackedMatrix {
         }
         let l = LutMatrix::from_packed(self)?;
         Ok(self.lut.get_or_init(|| l))
+    }
+
+    /// The 16-row interleaved copy ([`Tiled16`]) of a TQ2_0 or I2_S matrix with 256-value
+    /// rows and at least 16 rows, built on the first call (in the calling rayon pool) and
+    /// kept; `None` for other matrices.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn tiled(&self) -> Option<&Tiled16> {
+        self.tiled.get_or_init(|| Tiled16::build(self)).as_ref()
+    }
+
+    /// The 16-row interleaved copy if an earlier call built it (never builds it).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn tiled_if_built(&self) -> Option<&Tiled16> {
+        self.tiled.get().and_then(Option::as_ref)
     }
 
     /// Quantizes f32 weights with the format's reference quantizer: ggml's for TQ1_0, TQ2_0 and

@@ -25,7 +25,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn fast_paths_match_scalar_bit_for_bit(
-        fmt in 0usize..4, rows in 1usize..19, k in 1usize..6, batch in 1usize..6,
+        fmt in 0usize..4, rows in 1usize..40, k in 1usize..6, batch in 1usize..12,
         threads in 1usize..4, seed in any::<u64>(), per_block in any::<bool>(), ternary in any::<bool>()
     ) {
         let format = Format::ALL[fmt];
@@ -48,6 +48,20 @@ proptest! {
             let a: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
             let b: Vec<u32> = reference.iter().map(|v| v.to_bits()).collect();
             prop_assert_eq!(a, b, "path {} format {}", path.name(), format);
+            // The first token alone, after the batch (which builds the 16-row interleaved
+            // copy that single tokens use from then on).
+            let q1 = QuantizedActivations::quantize(&x[..cols], 1, cols, mode).unwrap();
+            let mut y1 = vec![f32::NAN; rows];
+            e.gemm_quantized(&m, &q1, &mut y1).unwrap();
+            let r1 = {
+                let mut r1 = vec![0f32; rows];
+                Engine::new(1).unwrap().with_path(KernelPath::Scalar).unwrap()
+                    .gemm_quantized(&m, &q1, &mut r1).unwrap();
+                r1
+            };
+            let a: Vec<u32> = y1.iter().map(|v| v.to_bits()).collect();
+            let b: Vec<u32> = r1.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(a, b, "path {} format {} one token", path.name(), format);
         }
         // The scalar result is the integer dot product of the unpacked codes, scaled.
         let deq = m.dequantize();
@@ -122,11 +136,15 @@ fn kernel_errors_are_typed() {
 
 #[test]
 fn large_batches_cross_token_tiles_bit_exactly() {
-    // 70 tokens: more than one 64-token tile and a ragged group of 4; I2_S with 384 columns
-    // ends in half an activation block.
-    for format in Format::ALL {
-        let cols = if format == Format::I2S { 384 } else { 512 };
-        let (rows, batch) = (9, 70);
+    // 70 tokens: more than one 64-token tile and a ragged group of 4 (and of 8); I2_S with
+    // 384 columns ends in half an activation block, with 512 it has a 16-row interleaved
+    // copy; 37 rows are two groups of 16 and a ragged tail.
+    for (format, cols) in Format::ALL
+        .into_iter()
+        .map(|f| (f, if f == Format::I2S { 384 } else { 512 }))
+        .chain([(Format::I2S, 512)])
+    {
+        let (rows, batch) = (37, 70);
         let m = matrix(format, rows, cols, 3, true);
         let x = lcg(5, batch * cols, 1.5);
         let q = QuantizedActivations::quantize(&x, batch, cols, ActQuant::PerBlock).unwrap();
@@ -180,14 +198,18 @@ fn every_path_this_cpu_has_is_in_the_tested_set() {
 fn vnni_extremes_and_fused_calls_match_scalar() {
     // All activations -128 against all +1 and all -1 weights (the largest unit sums), and
     // gemm_many over several matrices equal to separate scalar calls, batch 1 and 5.
-    let cols = 384;
-    for format in [Format::I2S, Format::Tq2_0, Format::Tq1_0] {
-        let cols = if format == Format::I2S { cols } else { 512 };
+    for (format, cols) in [
+        (Format::I2S, 384),
+        (Format::I2S, 512),
+        (Format::Tq2_0, 512),
+        (Format::Tq1_0, 512),
+    ] {
         let mats: Vec<PackedMatrix> = [1.0f32, -1.0, 0.3]
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                let rows = 5 + 4 * i;
+                // 5 rows (no 16-row group), 25 and 45 (groups and a ragged tail).
+                let rows = 5 + 20 * i;
                 let w: Vec<f32> = if v == 0.3 {
                     lcg(9, rows * cols, 1.0)
                 } else {
@@ -197,7 +219,8 @@ fn vnni_extremes_and_fused_calls_match_scalar() {
                 PackedMatrix::from_ternary(format, &t).unwrap()
             })
             .collect();
-        for batch in [1, 5] {
+        // 5 first: it builds the 16-row copy that batch 1 then uses.
+        for batch in [5, 1] {
             let mut x = vec![-1.0f32; batch * cols];
             x[1] = 0.9; // per-token scale from |-1|: every other value quantizes to -128 or -127
             let q = QuantizedActivations::quantize(&x, batch, cols, ActQuant::PerToken).unwrap();

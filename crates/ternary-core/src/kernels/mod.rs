@@ -16,6 +16,8 @@ pub mod lut;
 pub mod neon;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod tiled;
+#[cfg(target_arch = "x86_64")]
 pub mod vnni;
 
 use crate::error::{Error, Result, check_len};
@@ -322,8 +324,7 @@ impl Engine {
         if let Some(width) = self.path.vnni_width()
             && vnni::covers(w.data())
         {
-            let acts = vnni::Acts::new(x);
-            self.gemm_vnni(width, &mut [(w, y)], &acts, x.rows);
+            self.gemm_vnni(width, &mut [(w, y)], x);
             return Ok(());
         }
         // VNNI paths run the AVX2 kernels for the formats they do not cover.
@@ -442,10 +443,9 @@ impl Engine {
         if let Some(width) = self.path.vnni_width()
             && jobs.iter().all(|(w, _)| vnni::covers(w.data()))
         {
-            let acts = vnni::Acts::new(x);
             let mut pairs: Vec<(&PackedMatrix, &mut [f32])> =
                 jobs.iter_mut().map(|(w, y)| (*w, &mut **y)).collect();
-            self.gemm_vnni(width, &mut pairs, &acts, x.rows);
+            self.gemm_vnni(width, &mut pairs, x);
             return Ok(());
         }
         for (w, y) in jobs.iter_mut() {
@@ -454,30 +454,61 @@ impl Engine {
         Ok(())
     }
 
-    /// The VNNI kernels over several matrices: rows of all of them are cut into
-    /// `threads`-balanced contiguous pieces, run in one parallel region.
+    /// The VNNI kernels over several matrices, in one parallel region. On the 512-bit path
+    /// the whole groups of 16 rows of every TQ2_0 / I2_S matrix with 256-value rows run on
+    /// its [`tiled::Tiled16`] copy (built by the first call with several tokens); the other
+    /// rows and matrices run on the stored layout, cut into `threads`-balanced contiguous
+    /// pieces.
     #[cfg(target_arch = "x86_64")]
     fn gemm_vnni(
         &self,
         width: vnni::Width,
         jobs: &mut [(&PackedMatrix, &mut [f32])],
-        acts: &vnni::Acts,
-        tokens: usize,
+        x: &QuantizedActivations,
     ) {
-        let total: usize = jobs.iter().map(|(w, _)| w.rows()).sum();
+        let tokens = x.rows;
+        // Per job, the first row the stored-layout kernels compute.
+        let mut from = vec![0usize; jobs.len()];
+        if width == vnni::Width::Zmm {
+            // The copy is built by the first call with several tokens (a prompt), where it
+            // pays for itself many times over, and then used for single tokens too; a
+            // single token alone does not build it, so loading a model and running its
+            // first token stays a copy of the file's bytes.
+            let tiled: Vec<Option<&tiled::Tiled16>> = if tokens > 1 {
+                self.install(|| jobs.iter().map(|(w, _)| w.tiled()).collect())
+            } else {
+                jobs.iter().map(|(w, _)| w.tiled_if_built()).collect()
+            };
+            if tiled.iter().any(Option::is_some) {
+                let ta = vnni::TileActs::new(x);
+                self.run_tiled(&tiled, jobs, &ta, tokens);
+                for (f, t) in from.iter_mut().zip(&tiled) {
+                    *f = t.map_or(0, tiled::Tiled16::rows);
+                }
+            }
+        }
+        if jobs.iter().zip(&from).all(|((w, _), &f)| f == w.rows()) {
+            return;
+        }
+        let acts = vnni::Acts::new(x);
+        let total: usize = jobs
+            .iter()
+            .zip(&from)
+            .map(|((w, _), &f)| w.rows() - f)
+            .sum();
         // Pieces of about total / (4 * threads) rows (4-aligned), so the threads stay
         // balanced when a matrix ends inside a thread's share.
         let piece = total.div_ceil(4 * self.threads).next_multiple_of(4).max(4);
         if tokens == 1 {
             let mut work: Vec<(&PackedMatrix, usize, &mut [f32])> = Vec::new();
-            for (w, y) in jobs.iter_mut() {
-                for (ci, ys) in y.chunks_mut(piece).enumerate() {
-                    work.push((*w, ci * piece, ys));
+            for ((w, y), &f) in jobs.iter_mut().zip(&from) {
+                for (ci, ys) in y[f..].chunks_mut(piece).enumerate() {
+                    work.push((*w, f + ci * piece, ys));
                 }
             }
             let run = |(w, r0, ys): (&PackedMatrix, usize, &mut [f32])| {
                 // SAFETY: the path (and so its width) was accepted by `is_supported`.
-                unsafe { vnni::gemv(width, w.data(), w.cols(), acts, r0, ys) }
+                unsafe { vnni::gemv(width, w.data(), w.cols(), &acts, r0, ys) }
             };
             if self.threads > 1 {
                 self.install(|| work.into_par_iter().for_each(run));
@@ -486,13 +517,18 @@ impl Engine {
             }
             return;
         }
-        for (w, y) in jobs.iter_mut() {
+        for ((w, y), &f) in jobs.iter_mut().zip(&from) {
             let rows = w.rows();
-            let mut tmp = vec![0f32; rows * tokens];
-            let chunk = rows.div_ceil(self.threads * 4).max(1);
+            if f == rows {
+                continue;
+            }
+            let mut tmp = vec![0f32; (rows - f) * tokens];
+            let chunk = (rows - f).div_ceil(self.threads * 4).max(1);
             let fill = |(ci, ts): (usize, &mut [f32])| {
                 // SAFETY: as above.
-                unsafe { vnni::gemm_rows(width, w.data(), w.cols(), acts, tokens, ci * chunk, ts) }
+                unsafe {
+                    vnni::gemm_rows(width, w.data(), w.cols(), &acts, tokens, f + ci * chunk, ts);
+                }
             };
             if self.threads > 1 {
                 self.install(|| {
@@ -505,9 +541,65 @@ impl Engine {
             }
             for (r, tr) in tmp.chunks_exact(tokens).enumerate() {
                 for (t, &v) in tr.iter().enumerate() {
-                    y[t * rows + r] = v;
+                    y[t * rows + f + r] = v;
                 }
             }
+        }
+    }
+
+    /// The [`tiled::Tiled16`] kernels for the jobs that have a tiled copy. One token: the
+    /// groups of all matrices cut into `threads`-balanced pieces (contiguous outputs). More
+    /// tokens: each matrix's tokens cut into `threads` ranges (each range's outputs are
+    /// contiguous; every range streams the weights once per 64-token tile).
+    #[cfg(target_arch = "x86_64")]
+    fn run_tiled(
+        &self,
+        tiled: &[Option<&tiled::Tiled16>],
+        jobs: &mut [(&PackedMatrix, &mut [f32])],
+        acts: &vnni::TileActs<'_>,
+        tokens: usize,
+    ) {
+        if tokens == 1 {
+            let total: usize = tiled.iter().flatten().map(|t| t.groups).sum();
+            let piece = total.div_ceil(4 * self.threads).max(1);
+            let mut work: Vec<(&tiled::Tiled16, usize, &mut [f32])> = Vec::new();
+            for (t, (_, y)) in tiled.iter().zip(jobs.iter_mut()) {
+                if let Some(t) = t {
+                    for (ci, ys) in y[..t.rows()].chunks_mut(16 * piece).enumerate() {
+                        work.push((t, ci * piece, ys));
+                    }
+                }
+            }
+            // SAFETY: only reached on the 512-bit path (AVX-512 F/BW/VNNI detected); each
+            // piece is whole groups.
+            let run = |(t, g0, ys): (&tiled::Tiled16, usize, &mut [f32])| unsafe {
+                vnni::tiled_gemv(t, acts, g0, ys);
+            };
+            if self.threads > 1 {
+                self.install(|| work.into_par_iter().for_each(run));
+            } else {
+                work.into_iter().for_each(run);
+            }
+            return;
+        }
+        let per = tokens.div_ceil(self.threads);
+        let mut work: Vec<(&tiled::Tiled16, usize, usize, &mut [f32])> = Vec::new();
+        for (t, (w, y)) in tiled.iter().zip(jobs.iter_mut()) {
+            if let Some(t) = t {
+                let rows = w.rows();
+                for (ci, ys) in y.chunks_mut(per * rows).enumerate() {
+                    work.push((t, ci * per, rows, ys));
+                }
+            }
+        }
+        // SAFETY: as above; each piece is whole token rows of a `rows`-wide output.
+        let run = |(t, t0, rows, ys): (&tiled::Tiled16, usize, usize, &mut [f32])| unsafe {
+            vnni::tiled_gemm(t, acts, t0, rows, ys);
+        };
+        if self.threads > 1 {
+            self.install(|| work.into_par_iter().for_each(run));
+        } else {
+            work.into_iter().for_each(run);
         }
     }
 }

@@ -20,6 +20,7 @@
 //! TQ1_0 and Q8_0 run the AVX2 kernels under these paths.
 
 use super::avx2::{fold4, hsum4_i32};
+use super::tiled::{Line, Tiled16};
 use crate::format::{BlockI2S, BlockTq2_0};
 use crate::matrix::PackedData;
 use crate::quant::QuantizedActivations;
@@ -718,5 +719,242 @@ fn fold_tokens(
     unsafe { _mm_storeu_ps(v.as_mut_ptr(), p) };
     for j in 0..nt {
         acc[j] += v[j];
+    }
+}
+
+/// Activation sums and scales of every (token, unit) for the [`Tiled16`] kernels, which
+/// read the codes straight from the activation blocks (no permuted copy).
+pub(super) struct TileActs<'a> {
+    x: &'a QuantizedActivations,
+    /// `tokens * units` unit sums.
+    sums: Vec<i32>,
+    /// `tokens * units` unit scales.
+    d: Vec<f32>,
+}
+
+impl<'a> TileActs<'a> {
+    pub(super) fn new(x: &'a QuantizedActivations) -> TileActs<'a> {
+        TileActs {
+            x,
+            sums: x.blocks.iter().map(crate::quant::BlockQ8K::sum).collect(),
+            d: x.blocks.iter().map(|b| b.d).collect(),
+        }
+    }
+
+    /// The codes of unit `u` of token `t`.
+    #[inline(always)]
+    fn codes(&self, t: usize, u: usize) -> *const u8 {
+        self.x.blocks[t * self.x.blocks_per_row + u]
+            .qs
+            .as_ptr()
+            .cast()
+    }
+}
+
+/// The activation dword `koff .. koff + 4` of a unit's codes, broadcast to 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+///
+/// # Safety
+/// `p` points at a unit's 256 codes and `koff + 4 <= 256`.
+unsafe fn bcast(p: *const u8, koff: usize) -> __m512i {
+    // SAFETY: from the caller.
+    _mm512_set1_epi32(unsafe { p.add(koff).cast::<i32>().read_unaligned() })
+}
+
+/// Per code shift (0, 2, 4, 6): the code field it extracts (TQ2_0 field `k` sits in bits
+/// `2k`, I2_S field `k` in bits `6 - 2k`).
+#[inline(always)]
+const fn field(shift: u32, i2s: bool) -> usize {
+    if i2s {
+        3 - (shift / 2) as usize
+    } else {
+        (shift / 2) as usize
+    }
+}
+
+/// Adds unit `u`'s exact sums (`s`, 16 rows) into the 16 row accumulators of one token:
+/// per lane `acc + (s - sum_x) as f32 * (dw * dx)`, [`super::combine`]'s expression.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn fold16(acc: __m512, s: __m512i, sum_x: i32, dw: __m512, dx: f32) -> __m512 {
+    let sumi = _mm512_sub_epi32(s, _mm512_set1_epi32(sum_x));
+    let d = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+    _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), d))
+}
+
+/// The weight scales of group `g`'s unit `u` (16 rows; ones for I2_S).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn scales16(tl: &Tiled16, g: usize, u: usize) -> __m512 {
+    if tl.i2s {
+        _mm512_set1_ps(1.0)
+    } else {
+        // SAFETY: `scales` holds 16 values for every (group, unit).
+        unsafe { _mm512_loadu_ps(tl.scales[(g * tl.units + u) * 16..][..16].as_ptr()) }
+    }
+}
+
+/// Rows `16g .. 16g + 16` for token `t` (GEMV), into `out[0..16]`. Four accumulators (one
+/// per code field) keep four `vpdpbusd` chains in flight; their sum is the unit's exact sum.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; `out` has 16 writable values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_gemv_zmm<const I2S: bool>(
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    g: usize,
+    t: usize,
+    out: *mut f32,
+) {
+    let units = tl.units;
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = _mm512_setzero_ps();
+    for u in 0..units {
+        let lines = &tl.lines[(g * units + u) * 16..][..16];
+        let x = acts.codes(t, u);
+        let mut s = [_mm512_setzero_si512(); 4];
+        for (c, line) in lines.iter().enumerate() {
+            let p: *const u8 = std::ptr::from_ref::<Line>(line).cast();
+            prefetch(p.wrapping_add(512));
+            // SAFETY: a line is 64 aligned bytes.
+            let q = unsafe { _mm512_load_si512(p.cast()) };
+            let off = 128 * (c / 8) + 4 * (c % 8);
+            macro_rules! step {
+                ($i:expr, $sh:literal) => {{
+                    let code = _mm512_and_si512(_mm512_srli_epi16::<$sh>(q), m3);
+                    // SAFETY: `off + 32 * field + 4 <= 256`.
+                    let a = unsafe { bcast(x, off + 32 * field($sh, I2S)) };
+                    s[$i] = _mm512_dpbusd_epi32(s[$i], code, a);
+                }};
+            }
+            step!(0, 0);
+            step!(1, 2);
+            step!(2, 4);
+            step!(3, 6);
+        }
+        let sum = _mm512_add_epi32(_mm512_add_epi32(s[0], s[1]), _mm512_add_epi32(s[2], s[3]));
+        let i = t * units + u;
+        acc = fold16(acc, sum, acts.sums[i], scales16(tl, g, u), acts.d[i]);
+    }
+    let y = _mm512_mul_ps(acc, _mm512_set1_ps(tl.tensor_scale));
+    // SAFETY: from the caller.
+    unsafe { _mm512_storeu_ps(out, y) };
+}
+
+/// Rows `16g .. 16g + 16` for tokens `t0 .. t0 + T` (GEMM): each line's codes are
+/// unpacked once for the `T` tokens. Token `t0 + j`'s 16 values go to `out + j * ld`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; `out + j * ld` has 16 writable values for every `j < T`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_gemm_zmm<const T: usize, const I2S: bool>(
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    g: usize,
+    t0: usize,
+    out: *mut f32,
+    ld: usize,
+) {
+    let units = tl.units;
+    let m3 = _mm512_set1_epi8(3);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for u in 0..units {
+        let lines = &tl.lines[(g * units + u) * 16..][..16];
+        let x: [*const u8; T] = std::array::from_fn(|j| acts.codes(t0 + j, u));
+        let mut s = [_mm512_setzero_si512(); T];
+        for (c, line) in lines.iter().enumerate() {
+            let p: *const u8 = std::ptr::from_ref::<Line>(line).cast();
+            // SAFETY: a line is 64 aligned bytes.
+            let q = unsafe { _mm512_load_si512(p.cast()) };
+            let off = 128 * (c / 8) + 4 * (c % 8);
+            macro_rules! step {
+                ($sh:literal) => {{
+                    let code = _mm512_and_si512(_mm512_srli_epi16::<$sh>(q), m3);
+                    let koff = off + 32 * field($sh, I2S);
+                    for j in 0..T {
+                        // SAFETY: `koff + 4 <= 256`.
+                        let a = unsafe { bcast(x[j], koff) };
+                        s[j] = _mm512_dpbusd_epi32(s[j], code, a);
+                    }
+                }};
+            }
+            step!(0);
+            step!(2);
+            step!(4);
+            step!(6);
+        }
+        let dw = scales16(tl, g, u);
+        for j in 0..T {
+            let i = (t0 + j) * units + u;
+            acc[j] = fold16(acc[j], s[j], acts.sums[i], dw, acts.d[i]);
+        }
+    }
+    let ts = _mm512_set1_ps(tl.tensor_scale);
+    for (j, a) in acc.iter().enumerate() {
+        // SAFETY: from the caller.
+        unsafe { _mm512_storeu_ps(out.add(j * ld), _mm512_mul_ps(*a, ts)) };
+    }
+}
+
+/// Groups `g0 .. g0 + out.len() / 16` of a [`Tiled16`] for one token (GEMV) into `out`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI (`KernelPath::Avx512Vnni` is supported); `out.len()` is a multiple
+/// of 16 and the groups exist.
+pub(super) unsafe fn tiled_gemv(tl: &Tiled16, acts: &TileActs<'_>, g0: usize, out: &mut [f32]) {
+    for (k, o) in out.chunks_exact_mut(16).enumerate() {
+        // SAFETY: from the caller; `o` has 16 values.
+        unsafe {
+            if tl.i2s {
+                tile_gemv_zmm::<true>(tl, acts, g0 + k, 0, o.as_mut_ptr());
+            } else {
+                tile_gemv_zmm::<false>(tl, acts, g0 + k, 0, o.as_mut_ptr());
+            }
+        }
+    }
+}
+
+/// Every group of a [`Tiled16`] for tokens `t0 .. t0 + out.len() / ld` (GEMM), into `out`
+/// (`out[(t - t0) * ld + r]`, `ld` = the matrix's rows), in token tiles of 64 so a tile's
+/// activations stay in L2 while a group's codes (at most a few tens of KB) stay in L1
+/// across the tile's blocks of 8 tokens.
+///
+/// # Safety
+/// As [`tiled_gemv`]; `out.len()` is a multiple of `ld` and `ld >= tl.rows()`.
+pub(super) unsafe fn tiled_gemm(
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    t0: usize,
+    ld: usize,
+    out: &mut [f32],
+) {
+    const TILE: usize = 64;
+    let tokens = out.len() / ld;
+    let base = out.as_mut_ptr();
+    for a in (0..tokens).step_by(TILE) {
+        let b = (a + TILE).min(tokens);
+        for g in 0..tl.groups {
+            for j0 in (a..b).step_by(8) {
+                let nt = (b - j0).min(8);
+                // SAFETY: token `j0 + j < tokens` writes `out[(j0 + j) * ld + 16g ..][..16]`,
+                // inside `out` since `16g + 16 <= tl.rows() <= ld`.
+                unsafe {
+                    let o = base.add(j0 * ld + 16 * g);
+                    let t = t0 + j0;
+                    macro_rules! run {
+                        ($($n:literal)*) => {
+                            match (nt, tl.i2s) {
+                                $(($n, true) => tile_gemm_zmm::<$n, true>(tl, acts, g, t, o, ld),
+                                  ($n, false) => tile_gemm_zmm::<$n, false>(tl, acts, g, t, o, ld),)*
+                                _ => unreachable!("blocks have 1 to 8 tokens"),
+                            }
+                        };
+                    }
+                    run!(1 2 3 4 5 6 7 8);
+                }
+            }
+        }
     }
 }

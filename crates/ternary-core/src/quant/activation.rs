@@ -42,6 +42,17 @@ fn check_matrix(what: &'static str, x: &[f32], rows: usize, cols: usize) -> Resu
     check_finite(what, x)
 }
 
+/// `clamp(round_ties_even(y), -128, 127)` as an int8, exactly, in arithmetic the compiler
+/// vectorizes: `f32::round_ties_even` is a libm call (`rintf`) on x86-64 without SSE4.1,
+/// and it was 5 % of a forward pass. Clamping first changes nothing (rounding is monotone
+/// and the bounds are integers), and for `|y| <= 128` adding and subtracting `1.5 * 2^23`
+/// rounds to the nearest integer, ties to even, in the default rounding mode.
+#[inline(always)]
+fn round_clamped(y: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((y.clamp(-128.0, 127.0) + MAGIC) - MAGIC) as i8
+}
+
 /// BitNet per-token absmax quantization of a row-major `rows x cols` matrix.
 pub fn quantize_per_token(x: &[f32], rows: usize, cols: usize) -> Result<ActivationsI8> {
     check_matrix("activations", x, rows, cols)?;
@@ -50,10 +61,7 @@ pub fn quantize_per_token(x: &[f32], rows: usize, cols: usize) -> Result<Activat
     for row in x.chunks_exact(cols) {
         let s = 127.0 / crate::format::amax(row).max(1e-5);
         scales.push(s);
-        q.extend(
-            row.iter()
-                .map(|&v| (v * s).round_ties_even().clamp(-128.0, 127.0) as i8),
-        );
+        q.extend(row.iter().map(|&v| round_clamped(v * s)));
     }
     Ok(ActivationsI8 {
         rows,
@@ -208,6 +216,27 @@ impl QuantizedActivations {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn vectorizable_rounding_equals_round_ties_even_then_clamp() {
+        let reference = |y: f32| y.round_ties_even().clamp(-128.0, 127.0) as i8;
+        // Every quarter step over the int8 range and past it (ties included), the largest
+        // magnitudes, the floats next to the ties and to the bounds.
+        let mut ys: Vec<f32> = (-1200..=1200).map(|i| i as f32 * 0.25).collect();
+        for t in (-130..130).map(|i| i as f32 + 0.5) {
+            ys.extend([t.next_down(), t, t.next_up()]);
+        }
+        ys.extend([
+            127.0f32.next_up(),
+            (-128.0f32).next_down(),
+            f32::MAX,
+            f32::MIN,
+            -0.0,
+        ]);
+        for y in ys {
+            assert_eq!(round_clamped(y), reference(y), "{y}");
+        }
+    }
 
     #[test]
     fn q8k_sign_convention_matches_ggml() {
