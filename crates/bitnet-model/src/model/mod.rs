@@ -4,5 +4,7 @@
 pub mod bitlinear;
 pub mod transformer;
 
-pub use bitlinear::{BitLinear, act_quant_ste, ternary_ste};
+pub use bitlinear::{
+    BitLinear, act_quant_ste, act_quant_ste_reference, ternary_ste, ternary_ste_reference,
+};
 pub use transformer::{Block, Model, RmsNorm, rope_tables, token_tensor};

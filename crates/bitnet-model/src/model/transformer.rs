@@ -88,19 +88,20 @@ impl Block {
     fn forward(&self, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_heads;
-        let h = self.attn_norm.forward(x.clone());
+        // q, k and v read one quantized copy of the normed input (as gate and up below).
+        let h = self.attn_q.input(self.attn_norm.forward(x.clone()));
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let q = rope(
-            heads(self.attn_q.forward(h.clone()), self.n_heads),
+            heads(self.attn_q.forward_input(h.clone()), self.n_heads),
             cos,
             sin,
         );
         let mut k = rope(
-            heads(self.attn_k.forward(h.clone()), self.n_kv_heads),
+            heads(self.attn_k.forward_input(h.clone()), self.n_kv_heads),
             cos,
             sin,
         );
-        let mut v = heads(self.attn_v.forward(h), self.n_kv_heads);
+        let mut v = heads(self.attn_v.forward_input(h), self.n_kv_heads);
         if self.n_kv_heads != self.n_heads {
             // Query head j reads kv head j / rep, as llama.cpp's GQA does.
             let rep = self.n_heads / self.n_kv_heads;
@@ -121,14 +122,16 @@ impl Block {
             .swap_dims(1, 2)
             .reshape([b, t, d]);
         let x = x + self.attn_output.forward(self.attn_sub_norm.forward(att));
-        let h = self.ffn_norm.forward(x.clone());
-        let gate = self.ffn_gate.forward(h.clone());
+        let h = self.ffn_gate.input(self.ffn_norm.forward(x.clone()));
+        let gate = self.ffn_gate.forward_input(h.clone());
         let gate = if self.relu_squared {
             relu(gate).square()
         } else {
             silu(gate)
         };
-        let inner = self.ffn_sub_norm.forward(gate * self.ffn_up.forward(h));
+        let inner = self
+            .ffn_sub_norm
+            .forward(gate * self.ffn_up.forward_input(h));
         x + self.ffn_down.forward(inner)
     }
 }
