@@ -13,13 +13,13 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
-    /// A space file could not be parsed.
-    #[error("search space file {path}: {msg}")]
+    /// A space file could not be parsed or does not define a valid space.
+    #[error("search space file {path}: {source}")]
     SpaceFile {
-        /// File path.
+        /// File path (`<toml>` / `<json>` for text).
         path: PathBuf,
-        /// Parser message.
-        msg: String,
+        /// The parser's error, or the validation's.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An objective asked for a parameter that is not in the space or not active.
     #[error("trial {trial}: parameter `{param}` {msg}")]

@@ -517,7 +517,7 @@ impl SearchSpace {
     pub fn from_toml(text: &str) -> Result<Self> {
         let s: Self = toml::from_str(text).map_err(|e| Error::SpaceFile {
             path: "<toml>".into(),
-            msg: e.to_string(),
+            source: Box::new(e),
         })?;
         s.validate()?;
         Ok(s)
@@ -527,7 +527,7 @@ impl SearchSpace {
     pub fn from_json(text: &str) -> Result<Self> {
         let s: Self = serde_json::from_str(text).map_err(|e| Error::SpaceFile {
             path: "<json>".into(),
-            msg: e.to_string(),
+            source: Box::new(e),
         })?;
         s.validate()?;
         Ok(s)
@@ -542,13 +542,13 @@ impl SearchSpace {
             Self::from_toml(&text)
         };
         parsed.map_err(|e| match e {
-            Error::SpaceFile { msg, .. } => Error::SpaceFile {
+            Error::SpaceFile { source, .. } => Error::SpaceFile {
                 path: path.into(),
-                msg,
+                source,
             },
             other => Error::SpaceFile {
                 path: path.into(),
-                msg: other.to_string(),
+                source: Box::new(other),
             },
         })
     }

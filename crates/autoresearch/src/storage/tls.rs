@@ -41,12 +41,12 @@ pub enum TlsError {
         msg: String,
     },
     /// The root certificate file could not be read or holds no certificate.
-    #[error("sslrootcert {path}: {msg}")]
+    #[error("sslrootcert {path}: {source}")]
     RootCert {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        msg: String,
+        /// What is wrong with it: the PEM reader's or rustls' error, or ours.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// `verify-ca` / `verify-full` without any root to verify against.
     #[error(
@@ -279,20 +279,20 @@ fn env_var(name: &str) -> Option<String> {
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let err = |msg: String| TlsError::RootCert {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| TlsError::RootCert {
         path: path.to_path_buf(),
-        msg,
+        source,
     };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(Box::new(e)))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(Box::new(e)))?;
     if certs.is_empty() {
         return Err(err("no PEM certificate in the file".into()));
     }
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots.add(cert).map_err(|e| err(e.to_string()))?;
+        roots.add(cert).map_err(|e| err(Box::new(e)))?;
     }
     Ok(roots)
 }
