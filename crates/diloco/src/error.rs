@@ -54,13 +54,14 @@ pub enum Error {
         /// The key.
         key: String,
     },
-    /// The exchange backend failed (object store, I/O).
-    #[error("exchange `{key}`: {message}")]
+    /// The exchange backend failed (object store, I/O), or an object is not what the
+    /// protocol expects there.
+    #[error("exchange `{key}`: {source}")]
     Exchange {
         /// The object key (or store URL) involved.
         key: String,
-        /// The backend's message.
-        message: String,
+        /// The backend's error (object_store's, I/O), or what is wrong with the object.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Waiting for an object ran past its deadline.
     #[error("timed out after {waited_ms} ms waiting for `{key}`")]

@@ -322,7 +322,7 @@ impl Coordinator {
         let read = |key: &str| -> Result<Vec<u8>> {
             ex.get(key)?.ok_or_else(|| Error::Exchange {
                 key: key.into(),
-                message: "missing: nothing to resume from".into(),
+                source: "missing: nothing to resume from".into(),
             })
         };
         let init_bytes = read(&global_key(0))?;
@@ -412,7 +412,7 @@ impl Coordinator {
         }
         let bytes = ex.get(&close_key(round))?.ok_or_else(|| Error::Exchange {
             key: close_key(round),
-            message: "exists but cannot be read".into(),
+            source: "exists but cannot be read".into(),
         })?;
         let closed: Close = json(&bytes, &close_key(round))?;
         let mut have: BTreeMap<String, Vec<u8>> = objects.into_iter().collect();
@@ -422,7 +422,7 @@ impl Coordinator {
                 Some(b) => b,
                 None => ex.get(&key)?.ok_or_else(|| Error::Exchange {
                     key: key.clone(),
-                    message: format!("listed in {} but absent", close_key(round)),
+                    source: format!("listed in {} but absent", close_key(round)).into(),
                 })?,
             };
             out.push((key, b));
@@ -815,8 +815,8 @@ fn put_same(ex: &dyn Exchange, key: &str, bytes: &[u8]) -> Result<()> {
             } else {
                 Err(Error::Exchange {
                     key: key.into(),
-                    message: "already written with other bytes (two coordinators, or a \
-                              non-deterministic merge policy or scorer)"
+                    source: "already written with other bytes (two coordinators, or a \
+                             non-deterministic merge policy or scorer)"
                         .into(),
                 })
             }
@@ -1011,7 +1011,7 @@ impl WorkerClient {
         let manifest: Manifest = json(&mbytes, &manifest_key(round))?;
         let sbytes = ex.get(&step_key(round))?.ok_or_else(|| Error::Exchange {
             key: step_key(round),
-            message: "manifest committed without a step".into(),
+            source: "manifest committed without a step".into(),
         })?;
         self.bytes_received += (mbytes.len() + sbytes.len()) as u64;
         let (_, step) = codec::decode(&sbytes, &step_key(round))?;

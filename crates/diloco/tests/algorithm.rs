@@ -505,7 +505,7 @@ impl Exchange for CrashAt<'_> {
         if key == self.key {
             return Err(diloco::Error::Exchange {
                 key: key.into(),
-                message: "killed".into(),
+                source: "killed".into(),
             });
         }
         self.inner.put_new(key, bytes)

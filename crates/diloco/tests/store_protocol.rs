@@ -322,3 +322,21 @@ fn a_killed_coordinator_resumes_from_the_store() {
         }
     }
 }
+
+/// A store that cannot be opened says which URL, and keeps the backend's error as the
+/// source (not its text).
+#[test]
+fn a_store_that_cannot_be_opened_keeps_the_backends_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // A directory cannot be created below a regular file.
+    let url = format!("file://{}/store", file.path().display());
+    let Err(e) = ObjectStoreExchange::open(&url) else {
+        panic!("opened a store below a file");
+    };
+    assert!(e.to_string().contains(&url), "{e}");
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+}

@@ -77,7 +77,7 @@ impl Exchange for Idempotent<'_> {
             .map(|_| ())
             .map_err(|e| diloco::Error::Exchange {
                 key: key.into(),
-                message: e.to_string(),
+                source: Box::new(e),
             })
     }
     fn get(&self, key: &str) -> diloco::Result<Option<Vec<u8>>> {

@@ -39,10 +39,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn diloco_err(key: &str, e: impl std::fmt::Display) -> diloco::Error {
+fn diloco_err(key: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> diloco::Error {
     diloco::Error::Exchange {
         key: key.into(),
-        message: e.to_string(),
+        source: e.into(),
     }
 }
 

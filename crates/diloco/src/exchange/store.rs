@@ -30,14 +30,14 @@ impl ObjectStoreExchange {
     /// endpoint may also be given as `MAGNET_S3_ENDPOINT` (plain `http://` allowed then).
     /// Create-only writes use S3 conditional puts (`If-None-Match: *`).
     pub fn open(url: &str) -> Result<Self> {
-        let err = |message: String| Error::Exchange {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Exchange {
             key: url.into(),
-            message,
+            source,
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) =
             if let Some(path) = url.strip_prefix("file://") {
-                std::fs::create_dir_all(path).map_err(|e| err(format!("create {path}: {e}")))?;
-                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| err(e.to_string()))?;
+                std::fs::create_dir_all(path).map_err(|e| err(Box::new(e)))?;
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| err(Box::new(e)))?;
                 (Arc::new(fs), String::new())
             } else if let Some(rest) = url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -52,7 +52,7 @@ impl ObjectStoreExchange {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_endpoint(endpoint);
                 }
-                let s3 = b.build().map_err(|e| err(e.to_string()))?;
+                let s3 = b.build().map_err(|e| err(Box::new(e)))?;
                 let prefix = prefix.trim_matches('/');
                 (
                     Arc::new(s3),
@@ -70,7 +70,7 @@ impl ObjectStoreExchange {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| err(format!("tokio runtime: {e}")))?;
+            .map_err(|e| err(Box::new(e)))?;
         Ok(Self {
             store,
             prefix,
@@ -83,10 +83,10 @@ impl ObjectStoreExchange {
         Path::from(format!("{}{key}", self.prefix))
     }
 
-    fn err(&self, key: &str, e: impl std::fmt::Display) -> Error {
+    fn err(&self, key: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
         Error::Exchange {
             key: format!("{}/{key}", self.url.trim_end_matches('/')),
-            message: e.to_string(),
+            source: e.into(),
         }
     }
 }
