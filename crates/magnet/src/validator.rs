@@ -6,14 +6,15 @@
 //! Measurement (the marginal value of an update to the round's merge), on windows the
 //! protocol seeds per contribution and validator:
 //!
-//! 1. **Alone.** `solo_i = (L(θ) − L(θ − lr · u_i)) / L(θ)`: what the update does by itself,
-//!    which no other party can influence.
-//! 2. **The reference merge** `T`: the updates whose `solo` harm is within the protocol's
-//!    poison tolerance, `m = |T|` of them.
-//! 3. **The score.** For `i` in `T`: `L_with = L(θ − lr · ΣT / m)` against
-//!    `L_without = L(θ − lr · (ΣT − u_i) / m)`, the trusted merge with `i`'s update replaced
-//!    by zero at the same denominator. For `i` outside `T`: the trusted merge with `u_i`
-//!    added, `L(θ − lr · (ΣT + u_i) / (m + 1))`, against `L(θ − lr · ΣT / (m + 1))`.
+//! 1. **The reference merge** `T`, `m = |T|`: at first every update that passed the checks.
+//!    For each member `i`, `L_with = L(θ − lr · ΣT / m)` against
+//!    `L_without = L(θ − lr · (ΣT − u_i) / m)`: the merge with `i`'s update replaced by zero,
+//!    at the same denominator.
+//! 2. **Trimming.** While the most harmful member harms the reference by more than the
+//!    protocol's poison tolerance, it leaves `T` and the remaining members are measured
+//!    again (one pass per trimmed update).
+//! 3. **Trimmed updates** are scored as added to what remains:
+//!    `L(θ − lr · (ΣT + u_i) / (m + 1))` against `L(θ − lr · ΣT / (m + 1))`.
 //!
 //! The evaluation signs `loss_before = L_without`, `loss_after = L_with`, so the ledger's
 //! score `(L_before − L_after) / L_before` is positive when the update helps the merge and
@@ -22,10 +23,10 @@
 //! Why a reference merge: measured against the merge of every update, a strong poisoner
 //! also decides the honest updates' scores. With a ×8 negated update among three honest
 //! ones the merge pointed backwards, and there the honest updates' marginal values came out
-//! at −1.1 % to −3.8 %: the ledger slashed all three as poisoned and merged only the replayer
-//! (magnet's micro model, round 1). Scored against the updates that help alone, the
-//! honest scores are the poisoner's to influence only within the tolerance, and the
-//! poisoner's own score is its harm to honest work.
+//! at −1.1 % to −4.3 %: the ledger slashed all three as poisoned and merged only the replayer
+//! (magnet's micro model, round 1). Against the trimmed reference, a poisoner moves the
+//! honest scores only while its own harm stays within the tolerance, and its own score is
+//! its harm to the honest merge.
 //!
 //! Why not plain leave-one-out (`mean(S ∖ {i})`): dropping an update from the mean also
 //! lengthens the other updates' share of the step, so when a longer step would help (early
