@@ -1,45 +1,29 @@
 //! `gguf-dump [--json] FILE`: prints a GGUF file's metadata and tensor table.
 //!
 //! A malformed or unreadable file exits with status 1 and the error on stderr; bad usage
-//! exits with status 2.
+//! exits with status 2 (clap's).
 
+use clap::Parser;
 use gguf_io::{GgufFile, dump};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gguf-dump [--json] [--version] FILE";
+/// Print a GGUF file's metadata and tensor table.
+#[derive(Parser, Debug)]
+#[command(name = "gguf-dump", version)]
+struct Args {
+    /// Machine-readable output (one JSON document).
+    #[arg(long)]
+    json: bool,
+    /// The GGUF file.
+    file: PathBuf,
+}
 
 fn main() -> ExitCode {
-    let mut json = false;
-    let mut file = None;
-    for arg in std::env::args_os().skip(1) {
-        match arg.to_str() {
-            Some("--json") => json = true,
-            Some("-V" | "--version") => {
-                println!("gguf-dump {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            Some("-h" | "--help") => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Some(a) if a.starts_with('-') && a != "-" => {
-                eprintln!("gguf-dump: unknown option `{a}`\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            _ if file.is_some() => {
-                eprintln!("gguf-dump: more than one file given\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            _ => file = Some(arg),
-        }
-    }
-    let Some(path) = file else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    match GgufFile::open(&path) {
+    let args = Args::parse();
+    match GgufFile::open(&args.file) {
         Ok(f) => {
-            if json {
+            if args.json {
                 println!("{}", dump::to_json(&f));
             } else {
                 print!("{}", dump::to_text(&f));
