@@ -454,8 +454,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The VNNI kernels over several matrices, in one parallel region. On the 512-bit path
-    /// the whole groups of 16 rows of every TQ2_0 / I2_S matrix with 256-value rows run on
+    /// The VNNI kernels over several matrices, in one parallel region. On both widths
+    /// (zmm, and ymm as two 8-row halves of each line) the whole groups of 16 rows of every TQ2_0 / I2_S matrix with 256-value rows run on
     /// its [`tiled::Tiled16`] copy (built by the first call with several tokens); the other
     /// rows and matrices run on the stored layout, cut into `threads`-balanced contiguous
     /// pieces.
@@ -469,7 +469,7 @@ impl Engine {
         let tokens = x.rows;
         // Per job, the first row the stored-layout kernels compute.
         let mut from = vec![0usize; jobs.len()];
-        if width == vnni::Width::Zmm {
+        {
             // The copy is built by the first call with several tokens (a prompt), where it
             // pays for itself many times over, and then used for single tokens too; a
             // single token alone does not build it, so loading a model and running its
@@ -481,7 +481,7 @@ impl Engine {
             };
             if tiled.iter().any(Option::is_some) {
                 let ta = vnni::TileActs::new(x);
-                self.run_tiled(&tiled, jobs, &ta, tokens);
+                self.run_tiled(width, &tiled, jobs, &ta, tokens);
                 for (f, t) in from.iter_mut().zip(&tiled) {
                     *f = t.map_or(0, tiled::Tiled16::rows);
                 }
@@ -554,6 +554,7 @@ impl Engine {
     #[cfg(target_arch = "x86_64")]
     fn run_tiled(
         &self,
+        width: vnni::Width,
         tiled: &[Option<&tiled::Tiled16>],
         jobs: &mut [(&PackedMatrix, &mut [f32])],
         acts: &vnni::TileActs<'_>,
@@ -570,10 +571,10 @@ impl Engine {
                     }
                 }
             }
-            // SAFETY: only reached on the 512-bit path (AVX-512 F/BW/VNNI detected); each
-            // piece is whole groups.
+            // SAFETY: only reached on a VNNI path whose features were detected; each piece
+            // is whole groups.
             let run = |(t, g0, ys): (&tiled::Tiled16, usize, &mut [f32])| unsafe {
-                vnni::tiled_gemv(t, acts, g0, ys);
+                vnni::tiled_gemv(width, t, acts, g0, ys);
             };
             if self.threads > 1 {
                 self.install(|| work.into_par_iter().for_each(run));
@@ -594,7 +595,7 @@ impl Engine {
         }
         // SAFETY: as above; each piece is whole token rows of a `rows`-wide output.
         let run = |(t, t0, rows, ys): (&tiled::Tiled16, usize, usize, &mut [f32])| unsafe {
-            vnni::tiled_gemm(t, acts, t0, rows, ys);
+            vnni::tiled_gemm(width, t, acts, t0, rows, ys);
         };
         if self.threads > 1 {
             self.install(|| work.into_par_iter().for_each(run));

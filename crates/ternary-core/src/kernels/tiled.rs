@@ -1,5 +1,6 @@
-//! The 16-row interleaved copy of a TQ2_0 or I2_S matrix that the AVX-512 VNNI kernels
-//! read ([`Tiled16`]).
+//! The 16-row interleaved copy of a TQ2_0 or I2_S matrix that the VNNI kernels read
+//! ([`Tiled16`]): the AVX-512 ones a 64-byte line per zmm register, the AVX-VNNI ones each
+//! line as two ymm halves of 8 rows.
 //!
 //! The stored layouts put a row's 256-value unit in 64 consecutive code bytes; a kernel
 //! that multiplies one row at a time against the activations must then reduce each unit's

@@ -898,19 +898,183 @@ unsafe fn tile_gemm_zmm<const T: usize, const I2S: bool>(
     }
 }
 
+/// The 256-bit (AVX-VNNI) form of [`fold16`] for 8 rows.
+#[inline]
+#[target_feature(enable = "avxvnni,avx2")]
+fn fold8(acc: __m256, s: __m256i, sum_x: i32, dw: __m256, dx: f32) -> __m256 {
+    let sumi = _mm256_sub_epi32(s, _mm256_set1_epi32(sum_x));
+    let d = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
+    _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d))
+}
+
+/// The weight scales of rows `8h .. 8h + 8` of group `g`'s unit `u` (ones for I2_S).
+#[inline]
+#[target_feature(enable = "avxvnni,avx2")]
+fn scales8(tl: &Tiled16, g: usize, u: usize, h: usize) -> __m256 {
+    if tl.i2s {
+        _mm256_set1_ps(1.0)
+    } else {
+        // SAFETY: `scales` holds 16 values for every (group, unit).
+        unsafe { _mm256_loadu_ps(tl.scales[(g * tl.units + u) * 16 + 8 * h..][..8].as_ptr()) }
+    }
+}
+
+/// [`tile_gemv_zmm`] on 256-bit registers: each 64-byte line is two halves of 8 rows
+/// (lanes 0-7 and 8-15 of the same [`Tiled16`] copy), each half its own `vpdpbusd`
+/// chains; per lane the same exact unit sums and the same fold, so the same bits.
+///
+/// # Safety
+/// AVX2 and AVX-VNNI; `out` has 16 writable values.
+#[target_feature(enable = "avxvnni,avx2")]
+unsafe fn tile_gemv_ymm<const I2S: bool>(
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    g: usize,
+    t: usize,
+    out: *mut f32,
+) {
+    let units = tl.units;
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for u in 0..units {
+        let lines = &tl.lines[(g * units + u) * 16..][..16];
+        let x = acts.codes(t, u);
+        // Per half, two chains (even and odd code fields) in flight.
+        let mut s = [_mm256_setzero_si256(); 4];
+        for (c, line) in lines.iter().enumerate() {
+            let p: *const u8 = std::ptr::from_ref::<Line>(line).cast();
+            prefetch(p.wrapping_add(512));
+            // SAFETY: a line is 64 aligned bytes.
+            let (q0, q1) = unsafe {
+                (
+                    _mm256_load_si256(p.cast()),
+                    _mm256_load_si256(p.add(32).cast()),
+                )
+            };
+            let off = 128 * (c / 8) + 4 * (c % 8);
+            macro_rules! step {
+                ($i:expr, $sh:literal) => {{
+                    // SAFETY: `off + 32 * field + 4 <= 256`.
+                    let a = _mm256_set1_epi32(unsafe {
+                        x.add(off + 32 * field($sh, I2S))
+                            .cast::<i32>()
+                            .read_unaligned()
+                    });
+                    let c0 = _mm256_and_si256(_mm256_srli_epi16::<$sh>(q0), m3);
+                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<$sh>(q1), m3);
+                    s[$i] = _mm256_dpbusd_avx_epi32(s[$i], c0, a);
+                    s[2 + $i] = _mm256_dpbusd_avx_epi32(s[2 + $i], c1, a);
+                }};
+            }
+            step!(0, 0);
+            step!(1, 2);
+            step!(0, 4);
+            step!(1, 6);
+        }
+        let i = t * units + u;
+        for h in 0..2 {
+            let sum = _mm256_add_epi32(s[2 * h], s[2 * h + 1]);
+            acc[h] = fold8(acc[h], sum, acts.sums[i], scales8(tl, g, u, h), acts.d[i]);
+        }
+    }
+    let ts = _mm256_set1_ps(tl.tensor_scale);
+    // SAFETY: from the caller.
+    unsafe {
+        _mm256_storeu_ps(out, _mm256_mul_ps(acc[0], ts));
+        _mm256_storeu_ps(out.add(8), _mm256_mul_ps(acc[1], ts));
+    }
+}
+
+/// [`tile_gemm_zmm`] on 256-bit registers (see [`tile_gemv_ymm`]), for up to 4 tokens
+/// (16 registers: 4 tokens x 2 halves of sums, the rest for codes and accumulators).
+///
+/// # Safety
+/// AVX2 and AVX-VNNI; `out + j * ld` has 16 writable values for every `j < T`.
+#[target_feature(enable = "avxvnni,avx2")]
+unsafe fn tile_gemm_ymm<const T: usize, const I2S: bool>(
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    g: usize,
+    t0: usize,
+    out: *mut f32,
+    ld: usize,
+) {
+    let units = tl.units;
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    for u in 0..units {
+        let lines = &tl.lines[(g * units + u) * 16..][..16];
+        let x: [*const u8; T] = std::array::from_fn(|j| acts.codes(t0 + j, u));
+        let mut s = [[_mm256_setzero_si256(); 2]; T];
+        for (c, line) in lines.iter().enumerate() {
+            let p: *const u8 = std::ptr::from_ref::<Line>(line).cast();
+            // SAFETY: a line is 64 aligned bytes.
+            let (q0, q1) = unsafe {
+                (
+                    _mm256_load_si256(p.cast()),
+                    _mm256_load_si256(p.add(32).cast()),
+                )
+            };
+            let off = 128 * (c / 8) + 4 * (c % 8);
+            macro_rules! step {
+                ($sh:literal) => {{
+                    let c0 = _mm256_and_si256(_mm256_srli_epi16::<$sh>(q0), m3);
+                    let c1 = _mm256_and_si256(_mm256_srli_epi16::<$sh>(q1), m3);
+                    let koff = off + 32 * field($sh, I2S);
+                    for j in 0..T {
+                        // SAFETY: `koff + 4 <= 256`.
+                        let a = _mm256_set1_epi32(unsafe {
+                            x[j].add(koff).cast::<i32>().read_unaligned()
+                        });
+                        s[j][0] = _mm256_dpbusd_avx_epi32(s[j][0], c0, a);
+                        s[j][1] = _mm256_dpbusd_avx_epi32(s[j][1], c1, a);
+                    }
+                }};
+            }
+            step!(0);
+            step!(2);
+            step!(4);
+            step!(6);
+        }
+        for h in 0..2 {
+            let dw = scales8(tl, g, u, h);
+            for j in 0..T {
+                let i = (t0 + j) * units + u;
+                acc[j][h] = fold8(acc[j][h], s[j][h], acts.sums[i], dw, acts.d[i]);
+            }
+        }
+    }
+    let ts = _mm256_set1_ps(tl.tensor_scale);
+    for (j, a) in acc.iter().enumerate() {
+        // SAFETY: from the caller.
+        unsafe {
+            _mm256_storeu_ps(out.add(j * ld), _mm256_mul_ps(a[0], ts));
+            _mm256_storeu_ps(out.add(j * ld + 8), _mm256_mul_ps(a[1], ts));
+        }
+    }
+}
+
 /// Groups `g0 .. g0 + out.len() / 16` of a [`Tiled16`] for one token (GEMV) into `out`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI (`KernelPath::Avx512Vnni` is supported); `out.len()` is a multiple
-/// of 16 and the groups exist.
-pub(super) unsafe fn tiled_gemv(tl: &Tiled16, acts: &TileActs<'_>, g0: usize, out: &mut [f32]) {
+/// The CPU has the features of `width` (its `KernelPath` is supported); `out.len()` is a
+/// multiple of 16 and the groups exist.
+pub(super) unsafe fn tiled_gemv(
+    width: Width,
+    tl: &Tiled16,
+    acts: &TileActs<'_>,
+    g0: usize,
+    out: &mut [f32],
+) {
     for (k, o) in out.chunks_exact_mut(16).enumerate() {
+        let o = o.as_mut_ptr();
         // SAFETY: from the caller; `o` has 16 values.
         unsafe {
-            if tl.i2s {
-                tile_gemv_zmm::<true>(tl, acts, g0 + k, 0, o.as_mut_ptr());
-            } else {
-                tile_gemv_zmm::<false>(tl, acts, g0 + k, 0, o.as_mut_ptr());
+            match (width, tl.i2s) {
+                (Width::Zmm, true) => tile_gemv_zmm::<true>(tl, acts, g0 + k, 0, o),
+                (Width::Zmm, false) => tile_gemv_zmm::<false>(tl, acts, g0 + k, 0, o),
+                (Width::Ymm, true) => tile_gemv_ymm::<true>(tl, acts, g0 + k, 0, o),
+                (Width::Ymm, false) => tile_gemv_ymm::<false>(tl, acts, g0 + k, 0, o),
             }
         }
     }
@@ -921,9 +1085,12 @@ pub(super) unsafe fn tiled_gemv(tl: &Tiled16, acts: &TileActs<'_>, g0: usize, ou
 /// activations stay in L2 while a group's codes (at most a few tens of KB) stay in L1
 /// across the tile's blocks of 8 tokens.
 ///
+/// On the 256-bit path blocks have 4 tokens (16 registers hold 4 tokens' sums).
+///
 /// # Safety
 /// As [`tiled_gemv`]; `out.len()` is a multiple of `ld` and `ld >= tl.rows()`.
 pub(super) unsafe fn tiled_gemm(
+    width: Width,
     tl: &Tiled16,
     acts: &TileActs<'_>,
     t0: usize,
@@ -935,24 +1102,28 @@ pub(super) unsafe fn tiled_gemm(
     let base = out.as_mut_ptr();
     for a in (0..tokens).step_by(TILE) {
         let b = (a + TILE).min(tokens);
+        let block = if width == Width::Zmm { 8 } else { 4 };
         for g in 0..tl.groups {
-            for j0 in (a..b).step_by(8) {
-                let nt = (b - j0).min(8);
+            for j0 in (a..b).step_by(block) {
+                let nt = (b - j0).min(block);
                 // SAFETY: token `j0 + j < tokens` writes `out[(j0 + j) * ld + 16g ..][..16]`,
                 // inside `out` since `16g + 16 <= tl.rows() <= ld`.
                 unsafe {
                     let o = base.add(j0 * ld + 16 * g);
                     let t = t0 + j0;
                     macro_rules! run {
-                        ($($n:literal)*) => {
+                        ($kernel:ident, $($n:literal)*) => {
                             match (nt, tl.i2s) {
-                                $(($n, true) => tile_gemm_zmm::<$n, true>(tl, acts, g, t, o, ld),
-                                  ($n, false) => tile_gemm_zmm::<$n, false>(tl, acts, g, t, o, ld),)*
+                                $(($n, true) => $kernel::<$n, true>(tl, acts, g, t, o, ld),
+                                  ($n, false) => $kernel::<$n, false>(tl, acts, g, t, o, ld),)*
                                 _ => unreachable!("blocks have 1 to 8 tokens"),
                             }
                         };
                     }
-                    run!(1 2 3 4 5 6 7 8);
+                    match width {
+                        Width::Zmm => run!(tile_gemm_zmm, 1 2 3 4 5 6 7 8),
+                        Width::Ymm => run!(tile_gemm_ymm, 1 2 3 4),
+                    }
                 }
             }
         }
