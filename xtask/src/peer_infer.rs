@@ -5,6 +5,11 @@
 //! `target/bench/peer-infer.json` (medians, best-of, ratios ours/peer and ours/bandwidth
 //! limit, CPU model, flags and load average). Outside CI: it needs llama-cpp-python (it
 //! installs `llama-cpp-python==0.3.36` into .venv when missing, a ~20 minute build).
+//!
+//! With `--bitnet-cpp DIR` (bitnet.cpp's build folder, made by
+//! `examples/genkidama/scripts/build_bitnet_cpp.sh`) it also re-quantizes the file to I2_S with
+//! bitnet.cpp's own `llama-quantize` (one thread: more write a broken tensor, docs/gguf.md)
+//! and times bitnet.cpp's `llama-bench` on it, alternated with the other two.
 
 use crate::python;
 use crate::util::{cargo, root, run as run_cmd};
@@ -53,6 +58,36 @@ struct PeerArgs {
     /// [`OPTIMISED_IN_DEV`]), so the kernels run as in a release build.
     #[arg(long, default_value = "bench")]
     cargo_profile: String,
+    /// bitnet.cpp's build folder (with `bin/llama-quantize` and `bin/llama-bench`): adds
+    /// bitnet.cpp on the same weights in I2_S as a third engine.
+    #[arg(long)]
+    bitnet_cpp: Option<std::path::PathBuf>,
+}
+
+/// bitnet.cpp's `llama-bench` JSON (one entry per test: prefill `n_prompt > 0`, decode
+/// `n_gen > 0`) as the same fields the other engines report.
+fn bitnet_cpp_result(out: &std::process::Output, threads: usize) -> Result<Value> {
+    if !out.status.success() {
+        bail!(
+            "bitnet.cpp's llama-bench failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tests: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .context("bitnet.cpp's llama-bench printed no JSON array")?;
+    let rate = |field: &str| {
+        tests
+            .iter()
+            .find(|t| t[field].as_u64().is_some_and(|n| n > 0))
+            .and_then(|t| t["avg_ts"].as_f64())
+            .with_context(|| format!("no llama-bench test with {field} > 0"))
+    };
+    Ok(json!({
+        "threads": threads,
+        "prefill_tokens_per_s": rate("n_prompt")?,
+        "decode_tokens_per_s": rate("n_gen")?,
+    }))
 }
 
 /// The Python side: writes the file (`write`) or measures llama.cpp on it (`llama`).
@@ -332,21 +367,58 @@ pub fn run(args: &[String]) -> Result<()> {
             .output()?;
         json_line(&out, "llama.cpp")
     };
+    let bitnet = match &a.bitnet_cpp {
+        None => None,
+        Some(build) => {
+            let build = std::fs::canonicalize(build)
+                .with_context(|| format!("bitnet.cpp build folder {}", build.display()))?;
+            let i2s = model.with_extension("i2_s.gguf");
+            if !i2s.exists() {
+                run_cmd(
+                    "bitnet.cpp llama-quantize I2_S",
+                    Command::new(build.join("bin/llama-quantize"))
+                        .arg("--allow-requantize")
+                        .arg(&model)
+                        .arg(&i2s)
+                        .args(["I2_S", "1"]),
+                )?;
+            }
+            Some((build, i2s))
+        }
+    };
+    let bitnet_run = |threads: usize| -> Result<Value> {
+        let (build, i2s) = bitnet.as_ref().expect("only called with a build");
+        // One repetition per call: the repeats alternate with the other engines instead.
+        let out = Command::new(build.join("bin/llama-bench"))
+            .arg("-m")
+            .arg(i2s)
+            .args([
+                "-p",
+                &a.prompt.to_string(),
+                "-n",
+                &a.decode_steps.to_string(),
+            ])
+            .args(["-t", &threads.to_string(), "-r", "1", "-o", "json"])
+            .output()?;
+        bitnet_cpp_result(&out, threads)
+    };
+    let engines: Vec<&str> = if bitnet.is_some() {
+        vec!["ours", "llama.cpp", "bitnet.cpp"]
+    } else {
+        vec!["ours", "llama.cpp"]
+    };
     let load_start = load_average();
     let mut runs: Vec<(String, usize, Value)> = Vec::new();
     for rep in 0..a.repeats {
         for &t in &a.threads {
-            // Alternate which engine goes first, so drifts in machine load hit both.
-            let order: [&str; 2] = if rep % 2 == 0 {
-                ["ours", "llama.cpp"]
-            } else {
-                ["llama.cpp", "ours"]
-            };
+            // Rotate which engine goes first, so drifts in machine load hit all of them.
+            let mut order = engines.clone();
+            order.rotate_left(rep % engines.len());
             for engine in order {
-                let v = if engine == "ours" {
-                    ours(t)?
-                } else {
-                    llama(t)?
+                let v = match engine {
+                    "ours" => ours(t)?,
+                    "llama.cpp" => llama(t)?,
+                    _ => bitnet_run(t)?,
                 };
                 eprintln!("peer-infer rep {rep} threads {t} {engine}: {v}");
                 runs.push((engine.to_string(), t, v));
@@ -366,7 +438,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut table = Vec::new();
     for &t in &a.threads {
         let mut row = json!({ "threads": t });
-        for engine in ["ours", "llama.cpp"] {
+        for &engine in &engines {
             let mut e = json!({});
             for key in [
                 "decode_tokens_per_s",
@@ -401,6 +473,14 @@ pub fn run(args: &[String]) -> Result<()> {
                 / median(pick("llama.cpp", t, "prefill_tokens_per_s")),
             "decode_ours_over_bandwidth_limit": ours_decode / limit,
         });
+        if bitnet.is_some() {
+            row["ratios"]["decode_ours_over_bitnet_cpp"] =
+                json!(ours_decode / median(pick("bitnet.cpp", t, "decode_tokens_per_s")));
+            row["ratios"]["prefill_ours_over_bitnet_cpp"] = json!(
+                median(pick("ours", t, "prefill_tokens_per_s"))
+                    / median(pick("bitnet.cpp", t, "prefill_tokens_per_s"))
+            );
+        }
         table.push(row);
     }
     let scaling = if a.threads.contains(&1) && a.threads.contains(&2) {
@@ -428,7 +508,16 @@ pub fn run(args: &[String]) -> Result<()> {
         "load_average_end": load_average(),
         "results": table,
         "ours_decode_2_over_1_threads": scaling,
-        "bitnet_cpp": "not measured (no build given)",
+        "bitnet_cpp": match &bitnet {
+            None => json!("not measured (no build given)"),
+            Some((build, i2s)) => json!({
+                "build": build.display().to_string(),
+                "file": i2s.file_name().map(|f| f.to_string_lossy().to_string()),
+                "file_bytes": std::fs::metadata(i2s).map(|m| m.len()).ok(),
+                "timing": "llama-bench -r 1 per run: prefill = pp test, decode = tg test \
+                           (from an empty context)",
+            }),
+        },
     });
     let path = out_dir.join("peer-infer.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
