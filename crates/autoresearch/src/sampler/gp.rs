@@ -956,6 +956,88 @@ impl GpSampler {
         Some(Model { gp, x, y, running })
     }
 
+    /// The acquisition search: every local optimum found and every candidate, best first.
+    fn maximize(
+        &self,
+        acq: &Acq<'_>,
+        enc: &Encoder<'_>,
+        best_x: Vec<f64>,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Vec<(Vec<f64>, f64)> {
+        // Quasi-random candidates, scrambled from this trial's RNG.
+        let mut qmc = QmcSampler::new(rng.random::<u64>());
+        let cands: Vec<Vec<f64>> = (0..self.n_candidates as u64)
+            .map(|i| enc.point_of_unit(&qmc.point(i, enc.dim())))
+            .collect();
+        let vals: Vec<f64> = cands.iter().map(|c| acq.value(c)).collect();
+        let imax = (0..vals.len())
+            .max_by(|&a, &b| vals[a].total_cmp(&vals[b]))
+            .unwrap_or(0);
+        let mut starts = vec![cands[imax].clone(), best_x];
+        // Roulette selection ∝ exp(acq − max), without replacement.
+        let vmax = vals[imax];
+        let mut probs: Vec<f64> = vals
+            .iter()
+            .map(|v| if v.is_finite() { (v - vmax).exp() } else { 0.0 })
+            .collect();
+        probs[imax] = 0.0;
+        for _ in 0..self.n_local_search.saturating_sub(2) {
+            let total: f64 = probs.iter().sum();
+            if total <= 0.0 || !total.is_finite() {
+                break;
+            }
+            let mut r = rng.random::<f64>() * total;
+            let mut pick = probs.len() - 1;
+            for (i, p) in probs.iter().enumerate() {
+                if r < *p {
+                    pick = i;
+                    break;
+                }
+                r -= p;
+            }
+            probs[pick] = 0.0;
+            starts.push(cands[pick].clone());
+        }
+        let mut results: Vec<(Vec<f64>, f64)> = starts
+            .into_iter()
+            .map(|s| {
+                let (mut x, _) = local_search(acq, enc, s);
+                enc.snap(&mut x);
+                let v = acq.value(&x);
+                (x, v)
+            })
+            .collect();
+        results.extend(cands.into_iter().zip(vals));
+        results.sort_by(|a, b| b.1.total_cmp(&a.1));
+        results
+    }
+
+    /// Maximises log expected improvement over `best` of a given posterior on the unit cube
+    /// of `space`'s unconditional parameters (encoded as the sampler encodes them), starting
+    /// the local searches as a proposal does, `best_x` among them. Returns the maximiser and
+    /// its log EI. The sampler's own proposals go through the same search; this entry exists
+    /// so the search can be compared with Optuna's `optimize_acqf_mixed` on a fixed GP.
+    pub fn maximize_log_ei(
+        &self,
+        space: &crate::space::SearchSpace,
+        gp: &Gp,
+        best: f64,
+        best_x: &[f64],
+        rng: &mut rand::rngs::StdRng,
+    ) -> (Vec<f64>, f64) {
+        let group: Vec<&Param> = space
+            .params
+            .iter()
+            .filter(|p| p.condition.is_none())
+            .collect();
+        let enc = Encoder::new(group);
+        let acq = Acq { gp, best };
+        self.maximize(&acq, &enc, best_x.to_vec(), rng)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| (best_x.to_vec(), acq.value(best_x)))
+    }
+
     /// The GP's proposal for the unconditional parameters from a fitted model.
     fn propose(
         &self,
@@ -985,51 +1067,7 @@ impl GpSampler {
             Gp::new(xs, &ys, cat, gp.kernel.clone()).unwrap_or(gp)
         };
         let acq = Acq { gp: &gp, best };
-        // Quasi-random candidates, scrambled from this trial's RNG.
-        let mut qmc = QmcSampler::new(ctx.rng.random::<u64>());
-        let cands: Vec<Vec<f64>> = (0..self.n_candidates as u64)
-            .map(|i| enc.point_of_unit(&qmc.point(i, enc.dim())))
-            .collect();
-        let vals: Vec<f64> = cands.iter().map(|c| acq.value(c)).collect();
-        let imax = (0..vals.len())
-            .max_by(|&a, &b| vals[a].total_cmp(&vals[b]))
-            .unwrap_or(0);
-        let mut starts = vec![cands[imax].clone(), best_x];
-        // Roulette selection ∝ exp(acq − max), without replacement.
-        let vmax = vals[imax];
-        let mut probs: Vec<f64> = vals
-            .iter()
-            .map(|v| if v.is_finite() { (v - vmax).exp() } else { 0.0 })
-            .collect();
-        probs[imax] = 0.0;
-        for _ in 0..self.n_local_search.saturating_sub(2) {
-            let total: f64 = probs.iter().sum();
-            if total <= 0.0 || !total.is_finite() {
-                break;
-            }
-            let mut r = ctx.rng.random::<f64>() * total;
-            let mut pick = probs.len() - 1;
-            for (i, p) in probs.iter().enumerate() {
-                if r < *p {
-                    pick = i;
-                    break;
-                }
-                r -= p;
-            }
-            probs[pick] = 0.0;
-            starts.push(cands[pick].clone());
-        }
-        let mut results: Vec<(Vec<f64>, f64)> = starts
-            .into_iter()
-            .map(|s| {
-                let (mut x, _) = local_search(&acq, enc, s);
-                enc.snap(&mut x);
-                let v = acq.value(&x);
-                (x, v)
-            })
-            .collect();
-        results.extend(cands.into_iter().zip(vals));
-        results.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let results = self.maximize(&acq, enc, best_x, ctx.rng);
         // Never repeat an earlier trial (running ones included): a repeat teaches nothing and
         // parallel workers must not get the same proposal.
         let seen: Vec<Params> = ctx
