@@ -150,7 +150,10 @@ impl CommandObjective {
         // would otherwise keep the stdout pipe open).
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().map_err(|e| err(format!("cannot start: {e}")))?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            cmd: prog.clone(),
+            source,
+        })?;
         let pid = child.id();
         let stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
         let prune = Arc::new(AtomicBool::new(false));

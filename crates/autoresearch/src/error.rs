@@ -115,6 +115,14 @@ pub enum Error {
         /// What went wrong.
         msg: String,
     },
+    /// A command-line objective could not be started (not found, not executable...).
+    #[error("command `{cmd}`: cannot start: {source}")]
+    Spawn {
+        /// The program.
+        cmd: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// Writing a plot failed.
     #[error("plot {path}: {source}")]
     Plot {

@@ -297,9 +297,9 @@ impl ModelConfig {
 
     /// Parses a TOML config, validating it.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: Self = toml::from_str(text).map_err(|e| Error::Config {
-            field: "toml".into(),
-            message: e.to_string(),
+        let config: Self = toml::from_str(text).map_err(|source| Error::Toml {
+            what: "model config".into(),
+            source,
         })?;
         config.validate()?;
         Ok(config)

@@ -44,6 +44,33 @@ pub enum Error {
         /// What is missing or wrong, naming the key or tensor.
         message: String,
     },
+    /// A GGUF vocabulary (or the tokenizer to export as one) is unusable.
+    #[error("vocabulary of `{path}`: {source}")]
+    Vocabulary {
+        /// The GGUF file, or the tokenizer being exported.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: VocabError,
+    },
+    /// ternary-core refused a matrix (shape, packed length, codes) or a kernel input.
+    #[error("{what}: {source}")]
+    Kernel {
+        /// What was being done, naming the file and tensor where there is one.
+        what: String,
+        /// ternary-core's error.
+        #[source]
+        source: ternary_core::Error,
+    },
+    /// The runtime's worker threads could not be started.
+    #[error("cannot start {threads} inference threads: {source}")]
+    ThreadPool {
+        /// The requested thread count.
+        threads: usize,
+        /// rayon's error.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
     /// gguf-io refused or failed on a GGUF file (its typed error kept as the source).
     #[error("GGUF `{path}`: {source}")]
     Gguf {
@@ -138,6 +165,46 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// What is wrong with a vocabulary as GGUF stores it (`tokenizer.ggml.*`), or with a
+/// tokenizer that is to be written as one.
+#[derive(Debug, Error)]
+pub enum VocabError {
+    /// `tokenizer.ggml.model` names a tokenizer family we do not implement.
+    #[error("tokenizer.ggml.model `{model}` is not supported (known: gpt2, llama)")]
+    UnknownModel {
+        /// The value in the file.
+        model: String,
+    },
+    /// `tokenizer.ggml.pre` names a split we do not implement: guessing one would tokenize
+    /// differently from the model's training.
+    #[error("tokenizer.ggml.pre `{pre}` is not supported (known: gpt-2, llama-bpe)")]
+    UnknownPre {
+        /// The value in the file.
+        pre: String,
+    },
+    /// A `gpt2` vocabulary without `tokenizer.ggml.pre`.
+    #[error("tokenizer.ggml.pre is missing: the split pattern of a gpt2 vocabulary is unknown")]
+    MissingPre,
+    /// A `tokenizer.json` pre-tokenizer that no `tokenizer.ggml.pre` value describes.
+    #[error(
+        "the tokenizer's pre-tokenizer {found} is neither GPT-2's nor Llama 3's byte-level \
+         split; GGUF has no `tokenizer.ggml.pre` for it"
+    )]
+    UnsupportedSplit {
+        /// The pre-tokenizer's JSON.
+        found: String,
+    },
+    /// The arrays or ids disagree (names the array, id and vocabulary size).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The tokenizer could not be serialised by the `tokenizers` crate.
+    #[error("cannot serialise the tokenizer: {0}")]
+    Serialise(#[source] tokenizers::Error),
+    /// Its JSON could not be read or written.
+    #[error("tokenizer JSON: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
 /// Result alias for this crate.

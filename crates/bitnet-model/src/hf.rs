@@ -90,8 +90,10 @@ fn read_json(path: &Path) -> Result<Json> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::data(path.display().to_string(), format!("not JSON: {e}")))
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        what: path.display().to_string(),
+        source,
+    })
 }
 
 fn usize_field(cfg: &Json, dir: &Path, key: &str, default: Option<usize>) -> Result<usize> {

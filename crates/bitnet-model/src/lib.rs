@@ -51,5 +51,5 @@ pub mod train;
 pub mod weights;
 
 pub use config::{Activation, ModelConfig, Preset, WeightKind};
-pub use error::{Error, Result};
+pub use error::{Error, Result, VocabError};
 pub use weights::{NamedTensor, WeightMap};

@@ -4,6 +4,7 @@
 //! the logits equal those of the weights the file encodes. Plus the hostile headers and the
 //! tokenizer splits each `tokenizer.ggml.pre` selects.
 
+use bitnet_model::VocabError;
 use bitnet_model::config::{Activation, ModelConfig, WeightKind};
 use bitnet_model::data::tokenizer::TextTokenizer;
 use bitnet_model::export::tokenizer::{
@@ -444,12 +445,21 @@ fn hostile_headers_are_refused_naming_the_key() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
     // An unknown pre-tokenizer is a typed error, never a fallback.
-    assert!(PreTokenizer::from_gguf("gpt2", Some("qwen2")).is_err());
-    assert!(PreTokenizer::from_gguf("gpt2", None).is_err());
-    assert!(PreTokenizer::from_gguf("rwkv", Some("gpt-2")).is_err());
+    assert!(matches!(
+        PreTokenizer::from_gguf("gpt2", Some("qwen2")),
+        Err(VocabError::UnknownPre { pre }) if pre == "qwen2"
+    ));
+    assert!(matches!(
+        PreTokenizer::from_gguf("gpt2", None),
+        Err(VocabError::MissingPre)
+    ));
+    assert!(matches!(
+        PreTokenizer::from_gguf("rwkv", Some("gpt-2")),
+        Err(VocabError::UnknownModel { model }) if model == "rwkv"
+    ));
     assert_eq!(
-        PreTokenizer::from_gguf("gpt2", Some("llama-bpe")),
-        Ok(PreTokenizer::Llama3)
+        PreTokenizer::from_gguf("gpt2", Some("llama-bpe")).unwrap(),
+        PreTokenizer::Llama3
     );
 }
 

@@ -26,20 +26,19 @@ use std::path::Path;
 /// existing file, from that TOML file.
 pub fn model_config(spec: &str) -> Result<ModelConfig> {
     let path = Path::new(spec);
-    let bad = |message: String| Error::Config {
-        field: "model".into(),
-        message,
+    let bad = |source: Box<dyn std::error::Error + Send + Sync>| Error::ModelConfig {
+        spec: spec.into(),
+        source,
     };
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
         || path.is_file()
     {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("reading {}: {e}", path.display())))?;
-        ModelConfig::from_toml(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| bad(Box::new(e)))?;
+        ModelConfig::from_toml(&text).map_err(|e| bad(Box::new(e)))
     } else {
-        ModelConfig::preset(spec).map_err(|e| bad(e.to_string()))
+        ModelConfig::preset(spec).map_err(|e| bad(Box::new(e)))
     }
 }
 

@@ -71,6 +71,15 @@ pub enum Error {
         /// How long we waited.
         waited_ms: u128,
     },
+    /// A model config (a preset name or a TOML file) could not be read; the reader's or
+    /// bitnet-model's error is kept as the source.
+    #[error("model config `{spec}`: {source}")]
+    ModelConfig {
+        /// The preset name or file as given.
+        spec: String,
+        /// The I/O or config error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The local trainer (e.g. bitnet-model's) failed; its error is kept as the source.
     #[error("trainer{}", worker.map(|w| format!(" of worker {w}")).unwrap_or_default())]
     Trainer {

@@ -262,10 +262,25 @@ fn model_specs_resolve_presets_and_files() {
         .to_string();
     assert!(err.contains("no-such-preset"), "{err}");
     let missing = dir.path().join("absent.toml");
-    let err = diloco::bitnet::model_config(missing.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("absent.toml"), "{err}");
+    let err = diloco::bitnet::model_config(missing.to_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("absent.toml"), "{err}");
+    // The cause is kept as a typed source, not flattened into the message.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "vocab_size = \"many\"").unwrap();
+    let err = diloco::bitnet::model_config(bad.to_str().unwrap()).unwrap_err();
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        matches!(
+            source.downcast_ref::<bitnet_model::Error>(),
+            Some(bitnet_model::Error::Toml { .. })
+        ),
+        "{source:?}"
+    );
 }
 
 fn toml_of_micro() -> &'static str {

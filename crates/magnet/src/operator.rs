@@ -17,6 +17,7 @@ use crate::protocol::{
     CloseNotice, Committed, JoinRequest, Member, ProtocolConfig, Role, RoundOpen, RoundResult, hx,
     keys, parse, to_json, unhex32, unhex64,
 };
+use crate::roles::PhaseFn;
 use crate::store::Store;
 use crate::validator::{RoundView, decode_batch};
 use diloco::aggregate::ScreenConfig;
@@ -103,9 +104,6 @@ pub struct RoundTiming {
     pub written_bytes: u64,
 }
 
-/// A hook called with (round, phase name) before each phase (progress, fault tests).
-pub type PhaseHook = Box<dyn FnMut(u64, &str) + Send>;
-
 /// The operator of one run.
 pub struct Operator<'s> {
     store: &'s Store,
@@ -117,7 +115,7 @@ pub struct Operator<'s> {
     /// Timings of the rounds run by this process.
     pub timings: Vec<RoundTiming>,
     /// Called with (round, phase name) before each phase (progress display, fault tests).
-    pub on_phase: Option<PhaseHook>,
+    pub on_phase: Option<Box<PhaseFn>>,
 }
 
 impl std::fmt::Debug for Operator<'_> {

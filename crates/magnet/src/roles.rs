@@ -159,8 +159,10 @@ pub struct WorkerRound {
     pub train_loss: Option<f64>,
 }
 
-/// A progress callback: (round, phase name), as a party moves through its rounds.
-pub type PhaseFn = dyn FnMut(u64, &str);
+/// A progress callback: (round, phase name), called as a party (operator, worker,
+/// validator) enters each phase of a round (progress display, fault tests). `Send`, so the
+/// operator can own one while its round runs on another thread.
+pub type PhaseFn = dyn FnMut(u64, &str) + Send;
 
 /// Worker options.
 pub struct WorkerOptions<'a> {

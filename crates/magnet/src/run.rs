@@ -89,7 +89,7 @@ pub fn in_process(
     validators: &[(String, u64, bool)],
     val_windows: usize,
     key_seed: &str,
-    on_phase: Option<crate::operator::PhaseHook>,
+    on_phase: Option<Box<crate::roles::PhaseFn>>,
 ) -> Result<InProcessReport> {
     let store = Store::memory();
     let shards = workers.iter().map(|w| w.shard + 1).max().unwrap_or(1);

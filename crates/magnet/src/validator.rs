@@ -21,19 +21,17 @@
 //! negative when it hurts it (a poisoner). The validator needs no optimizer state.
 //!
 //! Why a reference merge: measured against the merge of every update, a strong poisoner
-//! also decides the honest updates' scores. With a ×8 negated update among three honest
-//! ones the merge pointed backwards, and there the honest updates' marginal values came out
-//! at −1.1 % to −4.3 %: the ledger slashed all three as poisoned and merged only the replayer
-//! (magnet's micro model, round 1). Against the trimmed reference, a poisoner moves the
-//! honest scores only while its own harm stays within the tolerance, and its own score is
-//! its harm to the honest merge.
+//! also decides the honest updates' scores. A large negated update among a few honest ones
+//! turns the merge backwards, and there the honest updates' marginal values come out
+//! negative, so the ledger would slash honest work as poisoned. Against the trimmed
+//! reference, a poisoner moves the honest scores only while its own harm stays within the
+//! tolerance, and its own score is its harm to the honest merge.
 //!
 //! Why not plain leave-one-out (`mean(S ∖ {i})`): dropping an update from the mean also
 //! lengthens the other updates' share of the step, so when a longer step would help (early
-//! rounds, a low learning rate) every honest update looked harmful; session 6 measured
-//! −1.8 % and −2.0 % for honest workers under the configuration the phased search chose,
-//! past the default 1 % poison tolerance. Replacing the update by zero changes only that
-//! update's contribution (docs/magnet.md).
+//! rounds, a low learning rate) every honest update looks harmful, past the poison
+//! tolerance. Replacing the update by zero changes only that update's contribution.
+//! docs/magnet.md has the measurements behind both choices.
 
 use crate::artifact::{self, Expected, Refusal};
 use crate::copy::{CopyRule, Finding, Flat, detect};

@@ -16,6 +16,73 @@ pub fn default_out() -> PathBuf {
 /// The architecture presets: bitnet-model's one type (a `clap::ValueEnum` there).
 pub use bitnet_model::Preset;
 
+/// A ternary weight format (`--format`, docs/cli.md): the GGUF type `export` / `convert`
+/// write and the packed layout `generate` runs, with one default everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum WeightFormat {
+    /// llama.cpp's TQ2_0 (`bitnet` architecture): mainline llama.cpp, gguf-py and our
+    /// runtime all read it.
+    #[default]
+    #[value(name = "tq2_0")]
+    Tq2_0,
+    /// llama.cpp's TQ1_0 (1.6875 bits per weight).
+    #[value(name = "tq1_0")]
+    Tq1_0,
+    /// bitnet.cpp's I2_S (one f32 scale per tensor).
+    #[value(name = "i2_s")]
+    I2S,
+}
+
+impl WeightFormat {
+    /// The GGUF target that stores weights in this format.
+    pub fn target(self) -> bitnet_model::export::Target {
+        use bitnet_model::export::{Target, TernaryType};
+        match self {
+            Self::Tq2_0 => Target::LlamaCpp(TernaryType::Tq2_0),
+            Self::Tq1_0 => Target::LlamaCpp(TernaryType::Tq1_0),
+            Self::I2S => Target::BitnetCpp,
+        }
+    }
+
+    /// The packed runtime's layout for this format.
+    pub fn packed(self) -> bitnet_model::runtime::Format {
+        use bitnet_model::runtime::Format;
+        match self {
+            Self::Tq2_0 => Format::Tq2_0,
+            Self::Tq1_0 => Format::Tq1_0,
+            Self::I2S => Format::I2S,
+        }
+    }
+
+    /// The flag value (also the suffix of the file names `genkidama run` writes).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tq2_0 => "tq2_0",
+            Self::Tq1_0 => "tq1_0",
+            Self::I2S => "i2_s",
+        }
+    }
+}
+
+/// Element type of the token embedding (and an untied head) in a written GGUF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Embedding {
+    /// What llama.cpp's converter writes.
+    #[default]
+    F16,
+    /// Lossless.
+    F32,
+}
+
+impl From<Embedding> for bitnet_model::export::EmbeddingType {
+    fn from(e: Embedding) -> Self {
+        match e {
+            Embedding::F16 => Self::F16,
+            Embedding::F32 => Self::F32,
+        }
+    }
+}
+
 /// A burn device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {

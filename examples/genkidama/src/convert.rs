@@ -1,4 +1,4 @@
-//! `genkidama convert --model PATH --out FILE.gguf [--type tq2_0|tq1_0|i2_s]`: writes GGUF
+//! `genkidama convert --model PATH --out FILE.gguf [--format tq2_0|tq1_0|i2_s]`: writes GGUF
 //! from a Hugging Face folder (like llama.cpp's `convert_hf_to_gguf.py`) or re-quantizes a
 //! GGUF file (TQ1_0 / TQ2_0 / I2_S), keeping its tokenizer (`pre`, BOS / EOS, `add_bos`).
 //!
@@ -21,24 +21,24 @@ pub struct ConvertArgs {
     /// Output .gguf file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Weight type: tq2_0 or tq1_0 (llama.cpp `bitnet`), i2_s (bitnet.cpp).
-    #[arg(long, default_value = "i2_s")]
-    pub r#type: String,
-    /// Token embedding type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub embedding: String,
+    /// Ternary weight format: tq2_0 / tq1_0 (llama.cpp `bitnet`) or i2_s (bitnet.cpp).
+    #[arg(long, value_enum, default_value_t, alias = "type")]
+    pub format: WeightFormat,
+    /// Token embedding type.
+    #[arg(long, value_enum, default_value_t)]
+    pub embedding: Embedding,
 }
 
 /// `genkidama convert`.
 pub fn run(args: &ConvertArgs) -> Result<()> {
-    let mut options = crate::export::options(&args.r#type, &args.embedding)?;
+    let mut options = crate::export::options(args.format, args.embedding);
     let dir = ModelDir::open(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(name) = args.model.file_stem().and_then(|s| s.to_str()) {
         options.name = name.to_string();
     }
     let mut vocab = GgufVocab::from_tokenizer(&dir.tokenizer)
-        .map_err(|m| anyhow::anyhow!("tokenizer of {}: {m}", args.model.display()))?;
+        .with_context(|| format!("tokenizer of {}", args.model.display()))?;
     vocab.bos_id = dir.bos_id.or(vocab.bos_id);
     vocab.eos_id = dir.eos_id;
     vocab.add_bos = dir.add_bos;

@@ -12,6 +12,7 @@
 //! bits per UTF-8 byte of the predicted tokens (byte-level vocabularies), `tokens` the
 //! number predicted.
 
+use crate::common::Backend;
 use anyhow::{Context, Result};
 use bitnet_model::data::read_lenient;
 use bitnet_model::model::Model;
@@ -36,9 +37,9 @@ pub struct EvalArgs {
     /// Print one JSON line {"loss", "perplexity", "bpb", "tokens"}.
     #[arg(long)]
     pub json: bool,
-    /// burn device: flex (CPU) or cuda.
-    #[arg(long, default_value = "flex")]
-    pub device: String,
+    /// burn device.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub device: Backend,
 }
 
 /// Scores a text file with a model (directory, GGUF file or HF folder).
@@ -46,9 +47,9 @@ pub fn eval_file(
     model_dir: &Path,
     text: &Path,
     max_tokens: Option<usize>,
-    device: &str,
+    device: Backend,
 ) -> Result<EvalStats> {
-    let device = crate::common::device(device)?;
+    let device = crate::common::device(device.name())?;
     let dir = ModelDir::open(model_dir)
         .with_context(|| format!("loading model {}", model_dir.display()))?;
     let read = read_lenient(text)?;
@@ -81,7 +82,7 @@ pub fn eval_file(
 
 /// `genkidama eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let s = eval_file(&args.model, &args.text, args.max_tokens, &args.device)?;
+    let s = eval_file(&args.model, &args.text, args.max_tokens, args.device)?;
     if args.json {
         println!(
             "{}",

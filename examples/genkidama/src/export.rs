@@ -1,8 +1,10 @@
-//! `genkidama export --model PATH --out FILE`: GGUF for llama.cpp (`bitnet`, TQ2_0 by
-//! default, TQ1_0 on request) or bitnet.cpp (I2_S), tokenizer embedded.
+//! `genkidama export --model PATH --out FILE [--format tq2_0|tq1_0|i2_s]`: GGUF for
+//! llama.cpp (`bitnet`, TQ2_0 by default, TQ1_0 on request) or bitnet.cpp (I2_S), tokenizer
+//! embedded.
 
-use anyhow::{Context, Result, bail};
-use bitnet_model::export::{EmbeddingType, ExportOptions, Target, TernaryType, export_gguf};
+use crate::common::{Embedding, WeightFormat};
+use anyhow::{Context, Result};
+use bitnet_model::export::{ExportOptions, export_gguf};
 use bitnet_model::store::ModelDir;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -17,36 +19,30 @@ pub struct ExportArgs {
     /// Output .gguf file.
     #[arg(long)]
     pub out: PathBuf,
-    /// Weight type: tq2_0 or tq1_0 (llama.cpp `bitnet`), i2_s (bitnet.cpp).
-    #[arg(long, default_value = "tq2_0")]
-    pub r#type: String,
-    /// Token embedding type: f16 or f32.
-    #[arg(long, default_value = "f16")]
-    pub embedding: String,
+    /// Ternary weight format: tq2_0 / tq1_0 (llama.cpp `bitnet`) or i2_s (bitnet.cpp).
+    #[arg(long, value_enum, default_value_t, alias = "type")]
+    pub format: WeightFormat,
+    /// Token embedding type.
+    #[arg(long, value_enum, default_value_t)]
+    pub embedding: Embedding,
 }
 
-pub(crate) fn options(weight_type: &str, embedding: &str) -> Result<ExportOptions> {
-    let target = match weight_type.to_ascii_lowercase().as_str() {
-        "tq2_0" => Target::LlamaCpp(TernaryType::Tq2_0),
-        "tq1_0" => Target::LlamaCpp(TernaryType::Tq1_0),
-        "i2_s" => Target::BitnetCpp,
-        other => bail!("--type must be tq2_0, tq1_0 or i2_s, got `{other}`"),
-    };
-    let embedding = match embedding.to_ascii_lowercase().as_str() {
-        "f16" => EmbeddingType::F16,
-        "f32" => EmbeddingType::F32,
-        other => bail!("--embedding must be f16 or f32, got `{other}`"),
-    };
-    Ok(ExportOptions {
-        target,
-        embedding,
+pub(crate) fn options(format: WeightFormat, embedding: Embedding) -> ExportOptions {
+    ExportOptions {
+        target: format.target(),
+        embedding: embedding.into(),
         name: "genkidama".into(),
-    })
+    }
 }
 
 /// Exports one model directory to one GGUF file.
-pub fn export_file(model: &Path, out: &Path, weight_type: &str, embedding: &str) -> Result<()> {
-    let options = options(weight_type, embedding)?;
+pub fn export_file(
+    model: &Path,
+    out: &Path,
+    format: WeightFormat,
+    embedding: Embedding,
+) -> Result<()> {
+    let options = options(format, embedding);
     let dir =
         ModelDir::open(model).with_context(|| format!("loading model {}", model.display()))?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -67,5 +63,5 @@ pub fn export_file(model: &Path, out: &Path, weight_type: &str, embedding: &str)
 
 /// `genkidama export`.
 pub fn run(args: &ExportArgs) -> Result<()> {
-    export_file(&args.model, &args.out, &args.r#type, &args.embedding)
+    export_file(&args.model, &args.out, args.format, args.embedding)
 }

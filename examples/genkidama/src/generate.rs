@@ -1,8 +1,9 @@
 //! `genkidama generate --model PATH --prompt TEXT`: streams text from the packed CPU
 //! runtime (ternary-core kernels), or from the f32 reference for a full-precision model.
 
+use crate::common::WeightFormat;
 use crate::run::Sample;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bitnet_model::WeightKind;
 use bitnet_model::runtime::{
     Format, GenerateOptions, Generation, PackOptions, PackedModel, ReferenceModel, SamplingConfig,
@@ -41,9 +42,9 @@ pub struct GenerateArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Packed weight format: i2_s, tq2_0 or tq1_0.
-    #[arg(long, default_value = "i2_s")]
-    pub format: String,
+    /// Packed weight format the runtime computes with.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: WeightFormat,
 }
 
 /// A loaded model, packed when ternary.
@@ -87,12 +88,7 @@ impl Runner {
 
 /// `genkidama generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let Some(format) = Format::from_name(&args.format).filter(|f| *f != Format::Q8_0) else {
-        bail!(
-            "--format must be i2_s, tq2_0 or tq1_0, got `{}`",
-            args.format
-        );
-    };
+    let format = args.format.packed();
     let dir = ModelDir::open(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let runner = Runner::load(&dir, args.threads, format)?;

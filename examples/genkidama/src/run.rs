@@ -2,7 +2,7 @@
 //! ternary training, the full-precision twin at equal steps, validation, GGUF export,
 //! generated samples, and `report.json` + `report.md` + `loss.png` under `--out`.
 
-use crate::common::{self, Backend, Preset};
+use crate::common::{self, Backend, Embedding, Preset, WeightFormat};
 use crate::train::{TrainArgs, Trained, configs, train_to};
 use anyhow::Result;
 use bitnet_model::data::{DatasetInfo, TextTokenizer};
@@ -252,14 +252,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
     // GGUF export: a target that cannot compute this model refuses with a reason, which is
     // reported instead of failing the whole run.
-    for (weight_type, slot) in [
-        ("tq2_0", &mut report.gguf_tq2_0),
-        ("i2_s", &mut report.gguf_i2_s),
+    for (format, slot) in [
+        (WeightFormat::Tq2_0, &mut report.gguf_tq2_0),
+        (WeightFormat::I2S, &mut report.gguf_i2_s),
     ] {
-        let path = out.join(format!("genkidama-{weight_type}.gguf"));
-        match crate::export::export_file(&ternary.model_dir, &path, weight_type, "f16") {
+        let name = format.name();
+        let path = out.join(format!("genkidama-{name}.gguf"));
+        match crate::export::export_file(&ternary.model_dir, &path, format, Embedding::F16) {
             Ok(()) => *slot = Some(path.display().to_string()),
-            Err(e) => eprintln!("warning: no {weight_type} export: {e:#}"),
+            Err(e) => eprintln!("warning: no {name} export: {e:#}"),
         }
     }
     // Samples and generation speed from the packed CPU runtime.

@@ -30,7 +30,7 @@
 
 use super::tokenizer::{GgufVocab, PreTokenizer, TOKEN_TYPE_NORMAL};
 use crate::config::{Activation, ModelConfig, WeightKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, VocabError};
 use crate::runtime::ops::QUANT_EPS;
 use crate::weights::{NamedTensor, WeightMap, validate_weights};
 use gguf_io::{GgmlType, GgufFile, Metadata};
@@ -58,7 +58,7 @@ pub struct ImportedModel {
 
 impl ImportedModel {
     /// The embedded tokenizer as `tokenizer.json` text.
-    pub fn tokenizer_json(&self) -> Option<std::result::Result<String, String>> {
+    pub fn tokenizer_json(&self) -> Option<std::result::Result<String, VocabError>> {
         self.vocab.as_ref().map(GgufVocab::to_tokenizer_json)
     }
 }
@@ -117,6 +117,20 @@ impl Keys<'_> {
         Error::Import {
             path: self.path.display().to_string(),
             message,
+        }
+    }
+
+    fn vocab(&self, source: VocabError) -> Error {
+        Error::Vocabulary {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn kernel(&self, name: &str, source: ternary_core::Error) -> Error {
+        Error::Kernel {
+            what: format!("GGUF import of `{}`: tensor {name}", self.path.display()),
+            source,
         }
     }
 }
@@ -348,7 +362,7 @@ fn projection(
         check_i2s(view.data(), rows * cols, cols, name, keys)?;
     }
     let packed = PackedMatrix::from_bytes(format, rows, cols, view.data())
-        .map_err(|e| keys.fail(format!("tensor {name}: {e}")))?;
+        .map_err(|e| keys.kernel(name, e))?;
     let codes = packed.unpack_codes();
     let values = packed.dequantize();
     let s = tensor_scale(&codes, &values).map_err(|m| keys.fail(format!("tensor {name}: {m}")))?;
@@ -423,7 +437,7 @@ fn read_vocab(m: &Metadata, keys: &Keys<'_>) -> Result<Option<GgufVocab>> {
         return Ok(None);
     };
     let pre = m.get_str("tokenizer.ggml.pre").ok();
-    let kind = PreTokenizer::from_gguf(model, pre).map_err(|e| keys.fail(e))?;
+    let kind = PreTokenizer::from_gguf(model, pre).map_err(|e| keys.vocab(e))?;
     let gguf = |e| keys.gguf(e);
     let tokens = m
         .get_str_array("tokenizer.ggml.tokens")
@@ -481,7 +495,7 @@ fn read_vocab(m: &Metadata, keys: &Keys<'_>) -> Result<Option<GgufVocab>> {
         add_bos: bool_key("tokenizer.ggml.add_bos_token", add_bos_default)?,
         add_space_prefix: bool_key("tokenizer.ggml.add_space_prefix", true)?,
     };
-    vocab.validate().map_err(|e| keys.fail(e))?;
+    vocab.validate().map_err(|e| keys.vocab(e))?;
     Ok(Some(vocab))
 }
 

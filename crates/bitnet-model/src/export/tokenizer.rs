@@ -10,12 +10,12 @@
 //! | `gpt2` | `llama-bpe` / `llama3` | byte-level BPE, Llama 3's split pattern (digits in groups of at most 3, `Isolated`), as Llama 3's `tokenizer.json` |
 //! | `llama` | any (`default`) | SentencePiece-style BPE: `▁` for spaces and a leading `▁` (unless `add_space_prefix` is false), merges ranked by the merged piece's score (llama.cpp's bigram rule), byte fallback through `<0xXX>` tokens |
 //!
-//! Any other `pre` (or a missing one for `gpt2`) is [`Error::Import`], never a silent
+//! Any other `pre` (or a missing one for `gpt2`) is [`Error::Vocabulary`], never a silent
 //! fallback: llama.cpp itself splits an unknown `pre` differently, and a wrong split
 //! silently changes every token id.
 
 use crate::data::tokenizer::TextTokenizer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, VocabError};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 
@@ -50,21 +50,16 @@ pub enum PreTokenizer {
 impl PreTokenizer {
     /// Reads the kind from `tokenizer.ggml.model` and `tokenizer.ggml.pre`; an unknown
     /// combination is an error naming the value.
-    pub fn from_gguf(model: &str, pre: Option<&str>) -> std::result::Result<Self, String> {
+    pub fn from_gguf(model: &str, pre: Option<&str>) -> std::result::Result<Self, VocabError> {
         match (model, pre) {
             ("gpt2", Some("gpt-2")) => Ok(Self::Gpt2),
             ("gpt2", Some("llama-bpe" | "llama3")) => Ok(Self::Llama3),
             ("llama", _) => Ok(Self::SentencePiece),
-            ("gpt2", Some(other)) => Err(format!(
-                "tokenizer.ggml.pre `{other}` is not supported (known: gpt-2, llama-bpe)"
-            )),
-            ("gpt2", None) => Err(
-                "tokenizer.ggml.pre is missing: the split pattern of a gpt2 vocabulary is unknown"
-                    .into(),
-            ),
-            (other, _) => Err(format!(
-                "tokenizer.ggml.model `{other}` is not supported (known: gpt2, llama)"
-            )),
+            ("gpt2", Some(other)) => Err(VocabError::UnknownPre { pre: other.into() }),
+            ("gpt2", None) => Err(VocabError::MissingPre),
+            (other, _) => Err(VocabError::UnknownModel {
+                model: other.into(),
+            }),
         }
     }
 
@@ -88,7 +83,7 @@ impl PreTokenizer {
 
 /// Which byte-level split a `tokenizer.json` pre-tokenizer is: GPT-2's (`ByteLevel` with its
 /// regex) or Llama 3's (`Split` on [`LLAMA3_PATTERN`] then `ByteLevel` without regex).
-fn byte_level_kind(pre: &Json) -> std::result::Result<PreTokenizer, String> {
+fn byte_level_kind(pre: &Json) -> std::result::Result<PreTokenizer, VocabError> {
     let is_byte_level = |p: &Json, regex: bool| {
         p["type"] == "ByteLevel"
             && p["use_regex"].as_bool().unwrap_or(true) == regex
@@ -106,10 +101,9 @@ fn byte_level_kind(pre: &Json) -> std::result::Result<PreTokenizer, String> {
     {
         return Ok(PreTokenizer::Llama3);
     }
-    Err(format!(
-        "the tokenizer's pre-tokenizer {pre} is neither GPT-2's nor Llama 3's byte-level split; \
-         GGUF has no `tokenizer.ggml.pre` for it"
-    ))
+    Err(VocabError::UnsupportedSplit {
+        found: pre.to_string(),
+    })
 }
 
 /// A vocabulary in the form GGUF stores it.
@@ -136,59 +130,68 @@ pub struct GgufVocab {
     pub add_space_prefix: bool,
 }
 
-fn bad(message: impl Into<String>) -> String {
-    message.into()
+fn bad(message: impl Into<String>) -> VocabError {
+    VocabError::Inconsistent(message.into())
 }
 
 impl GgufVocab {
     /// Extracts the vocabulary, merges and special tokens of our byte-level BPE tokenizer.
-    pub fn from_tokenizer(tokenizer: &TextTokenizer) -> std::result::Result<Self, String> {
+    pub fn from_tokenizer(tokenizer: &TextTokenizer) -> std::result::Result<Self, VocabError> {
         let json: Json = serde_json::from_str(
             &tokenizer
                 .inner
                 .to_string(false)
-                .map_err(|e| format!("cannot serialise the tokenizer: {e}"))?,
+                .map_err(VocabError::Serialise)?,
         )
-        .map_err(|e| format!("tokenizer JSON: {e}"))?;
+        .map_err(VocabError::Json)?;
         let model = &json["model"];
         if model["type"] != "BPE" {
-            return Err(format!("tokenizer model is {}, not BPE", model["type"]));
+            return Err(bad(format!(
+                "tokenizer model is {}, not BPE",
+                model["type"]
+            )));
         }
         let kind = byte_level_kind(&json["pre_tokenizer"])?;
         let n = tokenizer.vocab_size();
         let mut tokens = vec![None; n];
         let mut token_types = vec![TOKEN_TYPE_NORMAL; n];
-        let mut put = |token: &str, id: u64, special: bool| -> std::result::Result<(), String> {
-            let slot = tokens.get_mut(id as usize).ok_or_else(|| {
-                format!("token `{token}` has id {id} outside the vocabulary of {n}")
-            })?;
-            *slot = Some(token.to_string());
-            if special {
-                token_types[id as usize] = TOKEN_TYPE_CONTROL;
-            }
-            Ok(())
-        };
+        let mut put =
+            |token: &str, id: u64, special: bool| -> std::result::Result<(), VocabError> {
+                let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+                    bad(format!(
+                        "token `{token}` has id {id} outside the vocabulary of {n}"
+                    ))
+                })?;
+                *slot = Some(token.to_string());
+                if special {
+                    token_types[id as usize] = TOKEN_TYPE_CONTROL;
+                }
+                Ok(())
+            };
         for (token, id) in model["vocab"]
             .as_object()
-            .ok_or("tokenizer has no BPE vocab")?
+            .ok_or_else(|| bad("tokenizer has no BPE vocab"))?
         {
-            put(token, id.as_u64().ok_or("non-integer token id")?, false)?;
+            let id = id.as_u64().ok_or_else(|| bad("non-integer token id"))?;
+            put(token, id, false)?;
         }
         for added in json["added_tokens"].as_array().into_iter().flatten() {
             let token = added["content"]
                 .as_str()
-                .ok_or("added token without content")?;
-            let id = added["id"].as_u64().ok_or("added token without id")?;
+                .ok_or_else(|| bad("added token without content"))?;
+            let id = added["id"]
+                .as_u64()
+                .ok_or_else(|| bad("added token without id"))?;
             put(token, id, added["special"].as_bool().unwrap_or(false))?;
         }
         let tokens = tokens
             .into_iter()
             .enumerate()
-            .map(|(id, t)| t.ok_or_else(|| format!("no token has id {id}")))
+            .map(|(id, t)| t.ok_or_else(|| bad(format!("no token has id {id}"))))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let merges = model["merges"]
             .as_array()
-            .ok_or("tokenizer has no BPE merges")?
+            .ok_or_else(|| bad("tokenizer has no BPE merges"))?
             .iter()
             .map(|m| match m {
                 // tokenizers writes [left, right] pairs; older files "left right" strings.
@@ -198,7 +201,7 @@ impl GgufVocab {
                     pair[0].as_str().unwrap_or_default(),
                     pair[1].as_str().unwrap_or_default()
                 )),
-                other => Err(format!("unreadable merge {other}")),
+                other => Err(bad(format!("unreadable merge {other}"))),
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -227,7 +230,7 @@ impl GgufVocab {
     }
 
     /// Checks the arrays agree and the special ids exist.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), VocabError> {
         let n = self.tokens.len();
         if self.token_types.len() != n {
             return Err(bad(format!(
@@ -251,7 +254,7 @@ impl GgufVocab {
     }
 
     /// A `tokenizer.json` that tokenizes as llama.cpp does for this vocabulary.
-    pub fn to_tokenizer_json(&self) -> std::result::Result<String, String> {
+    pub fn to_tokenizer_json(&self) -> std::result::Result<String, VocabError> {
         self.validate()?;
         let mut added = Vec::new();
         for (id, (token, ty)) in self.tokens.iter().zip(&self.token_types).enumerate() {
@@ -275,10 +278,10 @@ impl GgufVocab {
                     .map(|m| {
                         let (a, b) = m
                             .split_once(' ')
-                            .ok_or_else(|| format!("merge `{m}` is not `left right`"))?;
+                            .ok_or_else(|| bad(format!("merge `{m}` is not `left right`")))?;
                         Ok(json!([a, b]))
                     })
-                    .collect::<std::result::Result<Vec<_>, String>>()?;
+                    .collect::<std::result::Result<Vec<_>, VocabError>>()?;
                 let pre = if self.kind == PreTokenizer::Gpt2 {
                     json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
                 } else {
@@ -341,7 +344,7 @@ impl GgufVocab {
                 })
             }
         };
-        serde_json::to_string(&doc).map_err(|e| e.to_string())
+        serde_json::to_string(&doc).map_err(VocabError::Json)
     }
 
     /// BPE merges equivalent to llama.cpp's SentencePiece bigram rule (repeatedly merge the
@@ -382,7 +385,10 @@ impl GgufVocab {
     pub fn to_text_tokenizer(&self) -> Result<TextTokenizer> {
         let text = self
             .to_tokenizer_json()
-            .map_err(|m| Error::data("GGUF tokenizer", m))?;
+            .map_err(|source| Error::Vocabulary {
+                path: "GGUF metadata".into(),
+                source,
+            })?;
         let mut inner: tokenizers::Tokenizer = text.parse().map_err(|source| Error::Tokenizer {
             what: "from GGUF metadata".into(),
             source,

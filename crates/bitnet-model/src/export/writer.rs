@@ -161,11 +161,10 @@ pub fn export_gguf(
     tokenizer: &TextTokenizer,
     options: &ExportOptions,
 ) -> Result<ExportSummary> {
-    let fail = |message: String| Error::Export {
+    let vocab = GgufVocab::from_tokenizer(tokenizer).map_err(|source| Error::Vocabulary {
         path: path.display().to_string(),
-        message,
-    };
-    let vocab = GgufVocab::from_tokenizer(tokenizer).map_err(fail)?;
+        source,
+    })?;
     export_gguf_with_vocab(path, config, weights, vocab, options)
 }
 
@@ -297,7 +296,10 @@ pub fn export_gguf_with_vocab(
                 QUANT_EPS,
             )
             .and_then(|q| PackedMatrix::from_ternary(format, &q))
-            .map_err(|e| fail(format!("{name}: {e}")))?;
+            .map_err(|source| Error::Kernel {
+                what: format!("GGUF export to `{}`: tensor {name}", path.display()),
+                source,
+            })?;
             w.write_tensor(name, &q.to_bytes()).map_err(gguf)?;
         } else if shape.len() == 1 || embd_type == GgmlType::F32 {
             w.write_tensor_f32(name, &t.data).map_err(gguf)?;

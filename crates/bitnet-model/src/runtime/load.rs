@@ -135,7 +135,10 @@ impl PackedModel {
 fn projection_matrix(v: &TensorView<'_>, name: &str, keys: &Keys<'_>) -> Result<PackedMatrix> {
     let dims = v.dims();
     let (rows, cols) = (dims[1] as usize, dims[0] as usize);
-    let err = |e: ternary_core::Error| keys.fail(format!("tensor {name}: {e}"));
+    let err = |source: ternary_core::Error| Error::Kernel {
+        what: format!("GGUF `{}`: tensor {name}", keys.path.display()),
+        source,
+    };
     let format = match v.ty() {
         GgmlType::TQ1_0 => Some(Format::Tq1_0),
         GgmlType::TQ2_0 => Some(Format::Tq2_0),

@@ -153,8 +153,9 @@ impl<P: Projection> Transformer<P> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.0)
             .build()
-            .map_err(|e| Error::Inference {
-                message: format!("cannot start {} threads: {e}", threads.0),
+            .map_err(|source| Error::ThreadPool {
+                threads: threads.0,
+                source,
             })?;
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {

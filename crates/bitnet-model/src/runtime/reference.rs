@@ -13,8 +13,9 @@ use ternary_core::{Granularity, quantize_absmean, quantize_per_token};
 
 /// Maps a ternary-core error to this crate's, naming what was being done.
 pub(crate) fn kernel_error(what: &str, e: ternary_core::Error) -> Error {
-    Error::Inference {
-        message: format!("{what}: {e}"),
+    Error::Kernel {
+        what: what.into(),
+        source: e,
     }
 }
 

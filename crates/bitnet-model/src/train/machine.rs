@@ -17,6 +17,11 @@ pub struct Machine {
     pub cpu_features: Vec<String>,
     /// Logical CPUs this process may use.
     pub logical_cpus: usize,
+    /// Threads of the rayon pool that burn's CPU backend (and our kernels) run on. Part of
+    /// the numerics: a parallel reduction may split its sums by thread. 0 in reports
+    /// written before it was recorded.
+    #[serde(default)]
+    pub threads: usize,
     /// The operating system.
     pub os: String,
 }
@@ -35,16 +40,19 @@ impl Machine {
             arch: std::env::consts::ARCH.to_string(),
             cpu_features: features().into_iter().map(String::from).collect(),
             logical_cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            threads: rayon::current_num_threads(),
             os: std::env::consts::OS.to_string(),
         }
     }
 
     /// Whether results computed on `other` are expected to be bit-identical to results
-    /// computed here (same architecture, CPU model and features; thread count aside).
+    /// computed here: same architecture, CPU model, features and thread count (a report
+    /// without a recorded thread count matches any).
     pub fn same_numerics(&self, other: &Machine) -> bool {
         self.arch == other.arch
             && self.cpu_model == other.cpu_model
             && self.cpu_features == other.cpu_features
+            && (self.threads == other.threads || self.threads == 0 || other.threads == 0)
     }
 }
 
@@ -120,5 +128,17 @@ mod tests {
             m.same_numerics(&other),
             m.cpu_features == other.cpu_features
         );
+        assert!(m.threads >= 1);
+        let more = Machine {
+            threads: m.threads + 1,
+            ..m.clone()
+        };
+        assert!(!m.same_numerics(&more));
+        // A report written before the thread count was recorded reads as 0 and matches.
+        let mut old: serde_json::Value = serde_json::to_value(&m).unwrap();
+        old.as_object_mut().unwrap().remove("threads");
+        let old: Machine = serde_json::from_value(old).unwrap();
+        assert_eq!(old.threads, 0);
+        assert!(m.same_numerics(&old));
     }
 }
