@@ -155,3 +155,147 @@ pub fn from_bytes(bytes: &[u8], n: usize) -> Result<(Vec<BlockI2S>, f32)> {
     }
     Ok((blocks, scale))
 }
+
+/// The order of the 2-bit codes in an I2_S tensor's `n/4` code bytes, which depends on the
+/// bitnet.cpp build that wrote the file (its `quantize_i2_s` in `src/ggml-bitnet-mad.cpp`,
+/// microsoft/BitNet `16da220`). Every layout is followed by the same f32 scale and 28 zero
+/// bytes. The file does not say which build wrote it, and every layout is a permutation of
+/// the same 2-bit fields, so bytes from one read as another give a valid but different
+/// ternary matrix: the reader must be told (x86 is what bitnet.cpp's default build and its
+/// published GGUF files use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum I2sLayout {
+    /// x86 (`ACT_PARALLEL`, the default): the flattened tensor in 128-value blocks of 32
+    /// bytes; value `32k + j` of a block in bits `7-2k .. 6-2k` of byte `j`.
+    #[default]
+    X86,
+    /// ARM NEON builds (`QK_I2_S = 64`): 64-value blocks of 16 bytes; value `16k + j` in
+    /// bits `7-2k .. 6-2k` of byte `j`.
+    Arm,
+    /// x86 builds without `ACT_PARALLEL` ("1x4"): rows in groups of four, byte
+    /// `g·cols + c` holding column `c` of rows `4g, 4g+1, 4g+2, 4g+3` in bits 7-6, 5-4, 3-2,
+    /// 1-0. Needs a multiple of 4 rows.
+    Rows1x4,
+}
+
+impl I2sLayout {
+    /// Every layout, default first.
+    pub const ALL: [I2sLayout; 3] = [I2sLayout::X86, I2sLayout::Arm, I2sLayout::Rows1x4];
+
+    /// The name used on command lines: `x86`, `arm`, `1x4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            I2sLayout::X86 => "x86",
+            I2sLayout::Arm => "arm",
+            I2sLayout::Rows1x4 => "1x4",
+        }
+    }
+
+    /// The layout named `name` (see [`I2sLayout::name`]), or `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Checks that a `rows x cols` tensor can be stored in this layout.
+    fn check_shape(self, rows: usize, cols: usize) -> Result<usize> {
+        let n = rows.checked_mul(cols).ok_or(Error::Overflow {
+            what: "i2_s tensor",
+            rows,
+            cols,
+        })?;
+        let (what, len, block) = match self {
+            I2sLayout::X86 => ("i2_s element count", n, I2S_BLOCK_ELEMS),
+            I2sLayout::Arm => ("i2_s (arm) element count", n, 64),
+            I2sLayout::Rows1x4 => ("i2_s (1x4) rows", rows, 4),
+        };
+        if !len.is_multiple_of(block) {
+            return Err(Error::NotBlockMultiple {
+                what,
+                format: "i2_s",
+                len,
+                block,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Byte index and bit shift of the code of element `(r, c)`.
+    fn locate(self, cols: usize, r: usize, c: usize) -> (usize, u32) {
+        match self {
+            I2sLayout::X86 | I2sLayout::Arm => {
+                let block = if self == I2sLayout::X86 { 128 } else { 64 };
+                let group = block / 4;
+                let i = r * cols + c;
+                let (b, j) = (i / block, i % block);
+                (b * group + j % group, (6 - 2 * (j / group)) as u32)
+            }
+            I2sLayout::Rows1x4 => ((r / 4) * cols + c, (6 - 2 * (r % 4)) as u32),
+        }
+    }
+}
+
+/// The raw 2-bit codes (0..=3; code = value + 1) of a `rows x cols` tensor, row-major, from
+/// its code bytes (at least `rows·cols/4`; the scale after them is not read) in `layout`.
+pub fn codes_from_layout(
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    layout: I2sLayout,
+) -> Result<Vec<u8>> {
+    let n = layout.check_shape(rows, cols)?;
+    if bytes.len() < n / 4 {
+        return Err(Error::BufferLength {
+            what: "i2_s code bytes",
+            expected: n / 4,
+            actual: bytes.len(),
+            unit: "bytes",
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    for r in 0..rows {
+        for c in 0..cols {
+            let (at, shift) = layout.locate(cols, r, c);
+            out.push((bytes[at] >> shift) & 3);
+        }
+    }
+    Ok(out)
+}
+
+/// A whole I2_S tensor (codes in `layout`, then the f32 scale and 28 zero bytes) of the
+/// ternary `codes` (-1..=1, row-major `rows x cols`): what bitnet.cpp's build of that layout
+/// writes.
+pub fn pack_layout(
+    codes: &[i8],
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    layout: I2sLayout,
+) -> Result<Vec<u8>> {
+    let n = layout.check_shape(rows, cols)?;
+    check_len("i2_s codes", codes.len(), n, "elements")?;
+    check_ternary("i2_s codes", codes)?;
+    let mut out = vec![0u8; n / 4 + I2S_TAIL_BYTES];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (at, shift) = layout.locate(cols, r, c);
+            out[at] |= ((codes[r * cols + c] + 1) as u8) << shift;
+        }
+    }
+    out[n / 4..n / 4 + 4].copy_from_slice(&scale.to_le_bytes());
+    Ok(out)
+}
+
+/// Rewrites a whole I2_S tensor (`rows·cols/4` code bytes, scale, padding) stored in
+/// `layout` into the x86 layout every other reader here uses; the scale and padding are
+/// kept, and any code 3 stays a code 3 (so the caller's validity check still sees it).
+pub fn to_x86_layout(bytes: &[u8], rows: usize, cols: usize, layout: I2sLayout) -> Result<Vec<u8>> {
+    let n = I2sLayout::X86.check_shape(rows, cols)?;
+    let codes = codes_from_layout(bytes, rows, cols, layout)?;
+    let mut out = bytes.to_vec();
+    out[..n / 4].fill(0);
+    for (i, &code) in codes.iter().enumerate() {
+        let (at, shift) = I2sLayout::X86.locate(cols, i / cols, i % cols);
+        out[at] |= code << shift;
+    }
+    Ok(out)
+}

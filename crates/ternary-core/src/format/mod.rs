@@ -12,7 +12,7 @@ mod ternary256;
 pub mod tq1_0;
 pub mod tq2_0;
 
-pub use i2_s::{BlockI2S, I2S_TAIL_BYTES};
+pub use i2_s::{BlockI2S, I2S_TAIL_BYTES, I2sLayout};
 pub use q8_0::{BlockQ8_0, Q8_0};
 pub use tq1_0::{BlockTq1_0, Tq1_0};
 pub use tq2_0::{BlockTq2_0, Tq2_0};
