@@ -199,8 +199,14 @@ impl ModelDir {
     /// Opens any model path: our model directory, a `.gguf` file (any producer, see
     /// [`crate::export::import`]) or a Hugging Face folder (see [`crate::hf`]).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &crate::export::ImportOptions::default())
+    }
+
+    /// [`ModelDir::open`] with the choices a GGUF file cannot make itself (the I2_S code
+    /// layout); they do not apply to the other kinds of path.
+    pub fn open_with(path: &Path, options: &crate::export::ImportOptions) -> Result<Self> {
         if path.is_file() {
-            let imported = crate::export::import_gguf(path)?;
+            let imported = crate::export::import_gguf_with(path, options)?;
             let vocab = imported.vocab.ok_or_else(|| Error::Import {
                 path: path.display().to_string(),
                 message: "the file has no tokenizer (tokenizer.ggml.model)".into(),

@@ -11,12 +11,13 @@ use bitnet_model::export::tokenizer::{
     GgufVocab, PreTokenizer, TOKEN_TYPE_BYTE, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL,
     TOKEN_TYPE_UNKNOWN,
 };
-use bitnet_model::export::{import_gguf, latent_from_ternary};
+use bitnet_model::export::{ImportOptions, import_gguf, import_gguf_with, latent_from_ternary};
 use bitnet_model::runtime::{Logits, PackOptions, PackedModel, random_weights};
 use bitnet_model::store::{ModelDir, ModelSource};
 use bitnet_model::weights::WeightMap;
 use gguf_io::{GgmlType, GgufBuilder, Value, convert};
 use std::path::Path;
+use ternary_core::format::i2_s::{self, I2sLayout};
 use ternary_core::{Granularity, quantize_absmean};
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog 12345 times. Packages install \
@@ -108,6 +109,8 @@ enum Store {
     Q8_0,
     F16,
     I2sMultithreaded,
+    /// I2_S as the bitnet.cpp build with this code layout writes it.
+    I2sIn(I2sLayout),
 }
 
 struct File<'a> {
@@ -225,6 +228,11 @@ fn write(path: &Path, f: &File<'_>, w: &WeightMap) -> WeightMap {
             Store::I2sMultithreaded => {
                 let (codes, s) = ternary(w, &name);
                 (GgmlType::I2_S, i2s_multithreaded(&codes, s, shape[1]))
+            }
+            Store::I2sIn(layout) => {
+                let (codes, s) = ternary(w, &name);
+                let bytes = i2_s::pack_layout(&codes, shape[0], shape[1], s, layout).unwrap();
+                (GgmlType::I2_S, bytes)
             }
         };
         b.add_tensor(name.as_str(), &dims, ty).unwrap();
@@ -346,6 +354,49 @@ fn bitnet_cpp_b158_i2_s_relu2_gqa_and_baked_f16() {
         assert_eq!(m.config, c, "{arch}");
         assert!(m.latent_projections.is_empty(), "{arch}");
         assert_close(&c, &encoded, &m.weights, &ids, arch);
+    }
+}
+
+#[test]
+fn i2_s_files_of_each_bitnet_cpp_layout_import_as_the_matrix_they_encode() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer();
+    let c = config(tok.vocab_size(), Activation::ReluSquared, true);
+    let w = random_weights(&c, 15);
+    let vocab = gpt2_vocab(&tok, PreTokenizer::Gpt2, false);
+    for layout in I2sLayout::ALL {
+        let path = dir.path().join(format!("{}.gguf", layout.name()));
+        let store = move |name: &str| match name {
+            "token_embd.weight" => Store::F16,
+            n if ModelConfig::is_ternary_tensor(n) => Store::I2sIn(layout),
+            _ => Store::F32,
+        };
+        let f = File {
+            arch: "bitnet-b1.58",
+            config: &c,
+            store: &store,
+            vocab: &vocab,
+            extra: vec![],
+            scales: vec![],
+        };
+        write(&path, &f, &w);
+        let options = ImportOptions { i2s_layout: layout };
+        let m = import_gguf_with(&path, &options).unwrap();
+        assert_eq!(m.config, c, "{layout:?}");
+        let x86 = import_gguf(&path).unwrap();
+        let mut misread = 0;
+        for name in w.keys().filter(|n| ModelConfig::is_ternary_tensor(n)) {
+            let ((got, gs), (want, ws)) = (ternary(&m.weights, name), ternary(&w, name));
+            assert!(got == want, "{layout:?} {name}: codes differ");
+            assert!(
+                (gs - ws).abs() <= 1e-6 * ws,
+                "{layout:?} {name}: scale {gs} vs {ws}"
+            );
+            // Read in the default x86 layout, the other builds' files are other (valid)
+            // matrices: the layout cannot be guessed from the bytes.
+            misread += usize::from(ternary(&x86.weights, name).0 != want);
+        }
+        assert_eq!(misread > 0, layout != I2sLayout::X86, "{layout:?}");
     }
 }
 

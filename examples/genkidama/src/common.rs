@@ -83,6 +83,30 @@ impl From<Embedding> for bitnet_model::export::EmbeddingType {
     }
 }
 
+/// bitnet.cpp's I2_S code layouts (`--i2s-layout`), mirroring
+/// [`bitnet_model::export::I2sLayout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum I2sLayoutArg {
+    /// bitnet.cpp's default x86 build (and its published files).
+    #[default]
+    X86,
+    /// ARM NEON builds: 64-value blocks of 16 bytes.
+    Arm,
+    /// x86 builds without `ACT_PARALLEL`: four rows interleaved per byte.
+    #[value(name = "1x4")]
+    Rows1x4,
+}
+
+impl From<I2sLayoutArg> for bitnet_model::export::I2sLayout {
+    fn from(l: I2sLayoutArg) -> Self {
+        match l {
+            I2sLayoutArg::X86 => Self::X86,
+            I2sLayoutArg::Arm => Self::Arm,
+            I2sLayoutArg::Rows1x4 => Self::Rows1x4,
+        }
+    }
+}
+
 /// A burn device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {

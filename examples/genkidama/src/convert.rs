@@ -5,9 +5,12 @@
 //! Ternary projections are re-packed exactly (one absmean scale per tensor); a SiLU tied
 //! model can go to llama.cpp (`bitnet`, TQ2_0 / TQ1_0) or bitnet.cpp (I2_S), a ReLU² or
 //! untied one only to bitnet.cpp (llama.cpp's `bitnet` graph would compute it wrongly).
+//! `--i2s-layout arm|1x4` reads an I2_S input written by bitnet.cpp's ARM or "1x4" build
+//! (the file does not say which); the output is always the x86 layout.
 
+use crate::common::{Embedding, I2sLayoutArg, WeightFormat};
 use anyhow::{Context, Result};
-use bitnet_model::export::{GgufVocab, export_gguf_with_vocab};
+use bitnet_model::export::{GgufVocab, ImportOptions, export_gguf_with_vocab};
 use bitnet_model::store::ModelDir;
 use clap::Args;
 use std::path::PathBuf;
@@ -27,12 +30,18 @@ pub struct ConvertArgs {
     /// Token embedding type.
     #[arg(long, value_enum, default_value_t)]
     pub embedding: Embedding,
+    /// Code layout of an I2_S input (the file does not say which bitnet.cpp build wrote it).
+    #[arg(long, value_enum, default_value_t)]
+    pub i2s_layout: I2sLayoutArg,
 }
 
 /// `genkidama convert`.
 pub fn run(args: &ConvertArgs) -> Result<()> {
     let mut options = crate::export::options(args.format, args.embedding);
-    let dir = ModelDir::open(&args.model)
+    let options_in = ImportOptions {
+        i2s_layout: args.i2s_layout.into(),
+    };
+    let dir = ModelDir::open_with(&args.model, &options_in)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(name) = args.model.file_stem().and_then(|s| s.to_str()) {
         options.name = name.to_string();

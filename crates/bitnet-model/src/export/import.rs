@@ -14,7 +14,8 @@
 //!   when present: `rope.dimension_count` and `attention.key_length` / `value_length` must
 //!   be the head width (no partial rotary), `rope.scaling.type` none or linear with factor 1,
 //!   `vocab_size` the embedding's row count.
-//! - Projections in TQ1_0, TQ2_0 or I2_S (per-tensor ternary, imported exactly), or in a
+//! - Projections in TQ1_0, TQ2_0 or I2_S (per-tensor ternary, imported exactly; I2_S in the
+//!   code layout [`ImportOptions::i2s_layout`] names, x86 by default), or in a
 //!   float / Q8_0 type: values that are already `{-s, 0, +s}` (converters bake the absmean
 //!   scale in) are imported exactly as ternary, other values are taken as latent weights
 //!   (BitLinear ternarizes them as in training). llama.cpp's optional `blk.N.*.scale`
@@ -35,7 +36,19 @@ use crate::runtime::ops::QUANT_EPS;
 use crate::weights::{NamedTensor, WeightMap, validate_weights};
 use gguf_io::{GgmlType, GgufFile, Metadata};
 use std::path::Path;
+use ternary_core::format::i2_s::{self, I2sLayout};
 use ternary_core::{Format, PackedMatrix};
+
+/// Choices the file cannot make for the importer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOptions {
+    /// The code layout of I2_S projections. A GGUF file does not record which bitnet.cpp
+    /// build wrote it, and the layouts are permutations of one another (a file read in the
+    /// wrong layout imports as a different valid ternary matrix), so this is the user's
+    /// choice: x86 (the default) for files from bitnet.cpp's default x86 build and its
+    /// published models.
+    pub i2s_layout: I2sLayout,
+}
 
 /// Longest context accepted from a file (a KV cache is sized from it).
 pub const MAX_CONTEXT: usize = 1 << 20;
@@ -138,6 +151,11 @@ impl Keys<'_> {
 /// Reads a `bitnet` / `bitnet-b1.58` / `bitnet-25` GGUF file from any producer (see the
 /// module docs for what is accepted).
 pub fn import_gguf(path: &Path) -> Result<ImportedModel> {
+    import_gguf_with(path, &ImportOptions::default())
+}
+
+/// [`import_gguf`] with explicit [`ImportOptions`].
+pub fn import_gguf_with(path: &Path, options: &ImportOptions) -> Result<ImportedModel> {
     let gguf = |source| Error::Gguf {
         path: path.display().to_string(),
         source,
@@ -162,7 +180,7 @@ pub fn import_gguf(path: &Path) -> Result<ImportedModel> {
         }
         let data = if ModelConfig::is_ternary_tensor(&name) {
             let extra = projection_scale(&file, &name, &keys)?;
-            let (data, exact) = projection(&view, &name, &shape, extra, &keys)?;
+            let (data, exact) = projection(&view, &name, &shape, extra, options, &keys)?;
             if !exact {
                 latent_projections.push(name.clone());
             }
@@ -331,6 +349,7 @@ fn projection(
     name: &str,
     shape: &[usize],
     extra: f32,
+    options: &ImportOptions,
     keys: &Keys<'_>,
 ) -> Result<(Vec<f32>, bool)> {
     let (rows, cols) = (shape[0], shape[1]);
@@ -358,11 +377,20 @@ fn projection(
             None => (values, false),
         });
     };
+    let mut bytes = std::borrow::Cow::Borrowed(view.data());
     if format == Format::I2S {
-        check_i2s(view.data(), rows * cols, cols, name, keys)?;
+        let layout = options.i2s_layout;
+        if layout != I2sLayout::X86 {
+            // Everything below reads the x86 layout; a code 3 stays a code 3, so the check
+            // after this still sees a damaged tensor.
+            bytes = i2_s::to_x86_layout(&bytes, rows, cols, layout)
+                .map_err(|e| keys.kernel(&format!("{name} ({} I2_S layout)", layout.name()), e))?
+                .into();
+        }
+        check_i2s(&bytes, rows * cols, cols, name, keys)?;
     }
-    let packed = PackedMatrix::from_bytes(format, rows, cols, view.data())
-        .map_err(|e| keys.kernel(name, e))?;
+    let packed =
+        PackedMatrix::from_bytes(format, rows, cols, &bytes).map_err(|e| keys.kernel(name, e))?;
     let codes = packed.unpack_codes();
     let values = packed.dequantize();
     let s = tensor_scale(&codes, &values).map_err(|m| keys.fail(format!("tensor {name}: {m}")))?;

@@ -12,7 +12,11 @@ pub mod import;
 pub mod tokenizer;
 pub mod writer;
 
-pub use import::{ImportedModel, import_gguf, latent_from_ternary};
+pub use import::{
+    ImportOptions, ImportedModel, import_gguf, import_gguf_with, latent_from_ternary,
+};
+/// The I2_S code layouts [`ImportOptions`] chooses between.
+pub use ternary_core::format::i2_s::I2sLayout;
 pub use tokenizer::{GgufVocab, PreTokenizer};
 pub use writer::{
     EmbeddingType, ExportOptions, ExportSummary, Target, TernaryType, export_gguf,
