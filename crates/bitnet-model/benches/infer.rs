@@ -11,11 +11,13 @@
 //! (`PackedModel::from_gguf` plus a one-token forward), prefill of `MAGNET_BENCH_PROMPT`
 //! tokens (default 256), `MAGNET_BENCH_GEN` decode steps (default 32), and the machine's
 //! read bandwidth at the same thread count; it prints one JSON line after `PEER_INFER_JSON `.
+//! `MAGNET_BENCH_KV=f32` runs that mode with an f32 KV cache instead of the packed model's
+//! f16 one (to measure the difference in one binary).
 
 use bitnet_model::ModelConfig;
 use bitnet_model::runtime::{
-    Format, GenerateOptions, PackOptions, PackedModel, Projection, ReferenceModel, SamplingConfig,
-    Threads, Transformer, random_weights,
+    Format, GenerateOptions, KvPrecision, PackOptions, PackedModel, Projection, ReferenceModel,
+    SamplingConfig, Threads, Transformer, random_weights,
 };
 use std::time::Instant;
 
@@ -101,6 +103,10 @@ fn gguf_mode(path: &str) {
     let gen_len = env_usize("MAGNET_BENCH_GEN", 32);
     let t = Instant::now();
     let (model, info) = PackedModel::from_gguf(path, Threads(threads)).expect("load gguf");
+    let model = match std::env::var("MAGNET_BENCH_KV").as_deref() {
+        Ok("f32") => model.with_kv_precision(KvPrecision::F32),
+        _ => model,
+    };
     let mut cache = model.new_cache();
     model
         .forward(&mut cache, &[1], bitnet_model::runtime::Logits::Last)
@@ -137,6 +143,7 @@ fn gguf_mode(path: &str) {
         "projection_types": info.projection_types,
         "kernel_path": ternary_core::KernelPath::from_env().map_or("?", ternary_core::KernelPath::name),
         "read_bandwidth_bytes_per_s": bw,
+        "kv_cache": format!("{:?}", model.kv_precision()).to_lowercase(),
     });
     println!("PEER_INFER_JSON {row}");
 }

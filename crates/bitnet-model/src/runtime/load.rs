@@ -11,7 +11,7 @@
 //! tensor count, the context length is capped ([`MAX_CONTEXT`]) and the KV cache and RoPE
 //! tables grow with the positions actually used, not with the declared context.
 
-use super::model::{Threads, Transformer};
+use super::model::{KvPrecision, Threads, Transformer};
 use super::ops::QUANT_EPS;
 use super::packed::{PackedModel, PackedProjection, engine_for};
 use crate::error::{Error, Result};
@@ -119,7 +119,8 @@ impl PackedModel {
                     post_scale,
                 ))
             },
-        )?;
+        )?
+        .with_kv_precision(KvPrecision::F16);
         Ok((
             model,
             GgufLoad {

@@ -17,7 +17,7 @@ pub mod sampling;
 
 pub use generate::{GenerateOptions, Generation, TextStream};
 pub use load::{GgufLoad, gguf_config};
-pub use model::{KvCache, Logits, Projection, Threads, Transformer};
+pub use model::{KvCache, KvPrecision, Logits, Projection, Threads, Transformer};
 pub use packed::{PackOptions, PackedModel, PackedProjection};
 pub use reference::{DenseProjection, ReferenceModel};
 pub use sampling::{Sampler, SamplingConfig};

@@ -5,6 +5,7 @@ use super::ops::{self, Rope};
 use crate::config::{Activation, ModelConfig};
 use crate::error::{Error, Result};
 use crate::weights::{NamedTensor, WeightMap, validate_weights};
+use half::f16;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ pub struct Transformer<P> {
     blocks: Vec<Block<P>>,
     rope: Rope,
     pool: Arc<rayon::ThreadPool>,
+    kv_precision: KvPrecision,
 }
 
 impl<P> std::fmt::Debug for Transformer<P> {
@@ -73,13 +75,43 @@ impl<P> std::fmt::Debug for Transformer<P> {
     }
 }
 
+/// How a [`KvCache`] stores keys and values.
+///
+/// At a few hundred positions the cache is a large part of what a decode step reads (for
+/// a 700M-shaped model at 288 positions, 85 MB in f32 against 175 MB of packed weights),
+/// so the packed model keeps it in f16 as llama.cpp does by default; the f32 reference
+/// model keeps f32. Values are rounded to f16 (round to nearest even) when written and
+/// converted back exactly when read, so f16 changes only the stored values, and every
+/// code path (F16C or portable) gives the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvPrecision {
+    /// Full precision (the reference model's).
+    #[default]
+    F32,
+    /// Half precision (the packed model's).
+    F16,
+}
+
+/// Per layer, keys and values `[position][kv_dim]` in one precision.
+#[derive(Debug, Clone)]
+enum KvStore {
+    F32 {
+        keys: Vec<Vec<f32>>,
+        values: Vec<Vec<f32>>,
+    },
+    F16 {
+        keys: Vec<Vec<f16>>,
+        values: Vec<Vec<f16>>,
+    },
+}
+
 /// Keys and values of every layer for the positions seen so far. Memory grows with the
 /// positions actually fed (a file's context length only bounds them), so a huge declared
 /// context costs nothing until it is used.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    store: KvStore,
+    layers: usize,
     len: usize,
     capacity: usize,
     kv_dim: usize,
@@ -101,9 +133,36 @@ impl KvCache {
         self.capacity
     }
 
+    /// How keys and values are stored.
+    pub fn precision(&self) -> KvPrecision {
+        match self.store {
+            KvStore::F32 { .. } => KvPrecision::F32,
+            KvStore::F16 { .. } => KvPrecision::F16,
+        }
+    }
+
     /// Forgets every position (keeps the memory).
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Replaces layer `layer`'s positions from `start` on with `k` and `v`.
+    fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
+        let kv = self.kv_dim;
+        match &mut self.store {
+            KvStore::F32 { keys, values } => {
+                keys[layer].truncate(start * kv);
+                keys[layer].extend_from_slice(k);
+                values[layer].truncate(start * kv);
+                values[layer].extend_from_slice(v);
+            }
+            KvStore::F16 { keys, values } => {
+                keys[layer].truncate(start * kv);
+                keys[layer].extend(k.iter().map(|&x| f16::from_f32(x)));
+                values[layer].truncate(start * kv);
+                values[layer].extend(v.iter().map(|&x| f16::from_f32(x)));
+            }
+        }
     }
 }
 
@@ -189,6 +248,7 @@ impl<P: Projection> Transformer<P> {
             blocks,
             rope: Rope::new(config.head_dim(), config.context_length, config.rope_theta),
             pool: Arc::new(pool),
+            kv_precision: KvPrecision::F32,
         })
     }
 
@@ -209,11 +269,39 @@ impl<P: Projection> Transformer<P> {
         self.pool.current_num_threads()
     }
 
-    /// An empty KV cache for up to the context length (it allocates as positions come).
+    /// The precision of the caches [`Transformer::new_cache`] makes.
+    pub fn kv_precision(&self) -> KvPrecision {
+        self.kv_precision
+    }
+
+    /// Sets the precision of the caches [`Transformer::new_cache`] makes.
+    pub fn with_kv_precision(mut self, precision: KvPrecision) -> Self {
+        self.kv_precision = precision;
+        self
+    }
+
+    /// An empty KV cache for up to the context length (it allocates as positions come), in
+    /// the model's [`KvPrecision`].
     pub fn new_cache(&self) -> KvCache {
+        self.new_cache_with(self.kv_precision)
+    }
+
+    /// An empty KV cache in the given precision (any cache of the model's shape runs).
+    pub fn new_cache_with(&self, precision: KvPrecision) -> KvCache {
+        let layers = self.config.n_layers;
+        let store = match precision {
+            KvPrecision::F32 => KvStore::F32 {
+                keys: vec![Vec::new(); layers],
+                values: vec![Vec::new(); layers],
+            },
+            KvPrecision::F16 => KvStore::F16 {
+                keys: vec![Vec::new(); layers],
+                values: vec![Vec::new(); layers],
+            },
+        };
         KvCache {
-            keys: vec![Vec::new(); self.config.n_layers],
-            values: vec![Vec::new(); self.config.n_layers],
+            store,
+            layers,
             len: 0,
             capacity: self.config.context_length,
             kv_dim: self.config.kv_dim(),
@@ -248,7 +336,7 @@ impl<P: Projection> Transformer<P> {
                 ),
             });
         }
-        if cache.keys.len() != c.n_layers
+        if cache.layers != c.n_layers
             || cache.kv_dim != c.kv_dim()
             || cache.capacity != c.context_length
         {
@@ -292,19 +380,15 @@ impl<P: Projection> Transformer<P> {
                 self.rope.apply(&mut q[t * d..(t + 1) * d], start + t);
                 self.rope.apply(&mut k[t * kv..(t + 1) * kv], start + t);
             }
-            let keys = &mut cache.keys[layer];
-            keys.truncate(start * kv);
-            keys.extend_from_slice(&k);
-            let values = &mut cache.values[layer];
-            values.truncate(start * kv);
-            values.extend_from_slice(&v);
-            self.attention(
-                &q,
-                &cache.keys[layer],
-                &cache.values[layer],
-                start,
-                &mut attn,
-            );
+            cache.write(layer, start, &k, &v);
+            match &cache.store {
+                KvStore::F32 { keys, values } => {
+                    self.attention::<f32>(&q, &keys[layer], &values[layer], start, &mut attn);
+                }
+                KvStore::F16 { keys, values } => {
+                    self.attention::<f16>(&q, &keys[layer], &values[layer], start, &mut attn);
+                }
+            }
             ops::rms_norm(&attn, &b.attn_sub_norm, c.norm_eps, &mut h);
             let input = b.o.prepare(&h, n)?;
             b.o.apply(&input, n, &mut proj)?;
@@ -343,11 +427,16 @@ impl<P: Projection> Transformer<P> {
     /// between the threads). Per head, the scores, the softmax and the weighted sum of
     /// values are the same operations in the same order as one head at a time, so the
     /// results are unchanged bit for bit.
-    fn attention(&self, q: &[f32], keys: &[f32], values: &[f32], start: usize, out: &mut [f32]) {
+    fn attention<E: KvElem>(
+        &self,
+        q: &[f32],
+        keys: &[E],
+        values: &[E],
+        start: usize,
+        out: &mut [f32],
+    ) {
         let c = &self.config;
-        let (hd, kv, heads, d) = (c.head_dim(), c.kv_dim(), c.n_heads, c.hidden_size);
-        let group = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let (hd, heads, d) = (c.head_dim(), c.n_heads, c.hidden_size);
         let n = out.len() / d;
         let threads = rayon::current_num_threads();
         let splits = if n >= threads { 1 } else { threads.div_ceil(n) };
@@ -358,30 +447,16 @@ impl<P: Projection> Transformer<P> {
                 work.push((t, g * per_task, oh));
             }
         }
+        let shape = AttnShape {
+            hd,
+            kv: c.kv_dim(),
+            d,
+            group: c.n_heads / c.n_kv_heads,
+            scale: 1.0 / (hd as f32).sqrt(),
+            start,
+        };
         work.into_par_iter().for_each(|(t, h0, o)| {
-            let nh = o.len() / hd;
-            let positions = start + t + 1;
-            let query = |h: usize| &q[t * d + (h0 + h) * hd..][..hd];
-            let kv_off = |h: usize| ((h0 + h) / group) * hd;
-            let mut scores = vec![0f32; nh * positions];
-            for p in 0..positions {
-                let row = &keys[p * kv..(p + 1) * kv];
-                for h in 0..nh {
-                    scores[h * positions + p] = ops::dot(query(h), &row[kv_off(h)..][..hd]) * scale;
-                }
-            }
-            for s in scores.chunks_exact_mut(positions) {
-                ops::softmax(s);
-            }
-            o.fill(0.0);
-            for p in 0..positions {
-                let row = &values[p * kv..(p + 1) * kv];
-                for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
-                    let w = scores[h * positions + p];
-                    let val = &row[kv_off(h)..][..hd];
-                    oh.iter_mut().zip(val).for_each(|(o, v)| *o += w * v);
-                }
-            }
+            E::attend(&shape, q, keys, values, t, h0, o);
         });
     }
 
@@ -437,6 +512,132 @@ impl<P: Projection> Transformer<P> {
             count,
         ))
     }
+}
+
+/// The shape of one attention task (see [`Transformer::attention`]).
+struct AttnShape {
+    hd: usize,
+    kv: usize,
+    d: usize,
+    group: usize,
+    scale: f32,
+    start: usize,
+}
+
+/// One task of attention: token `t`'s heads `h0..h0 + o.len() / hd` over every cached
+/// position up to its own, into `o`. Generic over how a cached row is read (`dot` of a
+/// query head with a key head, `axpy` of a weighted value head into the output), so the
+/// f32 and f16 caches and the F16C path run the same loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_with<E>(
+    s: &AttnShape,
+    q: &[f32],
+    keys: &[E],
+    values: &[E],
+    t: usize,
+    h0: usize,
+    o: &mut [f32],
+    dot: impl Fn(&[f32], &[E]) -> f32,
+    axpy: impl Fn(f32, &[E], &mut [f32]),
+) {
+    let (hd, kv, d) = (s.hd, s.kv, s.d);
+    let nh = o.len() / hd;
+    let positions = s.start + t + 1;
+    let query = |h: usize| &q[t * d + (h0 + h) * hd..][..hd];
+    let kv_off = |h: usize| ((h0 + h) / s.group) * hd;
+    let mut scores = vec![0f32; nh * positions];
+    for p in 0..positions {
+        let row = &keys[p * kv..(p + 1) * kv];
+        for h in 0..nh {
+            scores[h * positions + p] = dot(query(h), &row[kv_off(h)..][..hd]) * s.scale;
+        }
+    }
+    for sc in scores.chunks_exact_mut(positions) {
+        ops::softmax(sc);
+    }
+    o.fill(0.0);
+    for p in 0..positions {
+        let row = &values[p * kv..(p + 1) * kv];
+        for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+            axpy(scores[h * positions + p], &row[kv_off(h)..][..hd], oh);
+        }
+    }
+}
+
+/// An element type of the KV cache.
+trait KvElem: Copy + Send + Sync + Sized {
+    fn attend(
+        s: &AttnShape,
+        q: &[f32],
+        keys: &[Self],
+        values: &[Self],
+        t: usize,
+        h0: usize,
+        o: &mut [f32],
+    );
+}
+
+impl KvElem for f32 {
+    fn attend(
+        s: &AttnShape,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        t: usize,
+        h0: usize,
+        o: &mut [f32],
+    ) {
+        attend_with(s, q, keys, values, t, h0, o, ops::dot, |w, v, out| {
+            out.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
+        });
+    }
+}
+
+impl KvElem for f16 {
+    fn attend(
+        s: &AttnShape,
+        q: &[f32],
+        keys: &[f16],
+        values: &[f16],
+        t: usize,
+        h0: usize,
+        o: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if ops::f16c_available() {
+            // SAFETY: AVX2 and F16C were detected at run time.
+            unsafe { attend_f16c(s, q, keys, values, t, h0, o) };
+            return;
+        }
+        attend_with(s, q, keys, values, t, h0, o, ops::dot_f16, ops::axpy_f16);
+    }
+}
+
+/// [`attend_with`] compiled for AVX2 + F16C, so the conversions inline into the loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_f16c(
+    s: &AttnShape,
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    t: usize,
+    h0: usize,
+    o: &mut [f32],
+) {
+    attend_with(
+        s,
+        q,
+        keys,
+        values,
+        t,
+        h0,
+        o,
+        // SAFETY: this function runs only where AVX2 and F16C were detected.
+        |a, b| unsafe { ops::dot_f16_f16c(a, b) },
+        |w, v, out| unsafe { ops::axpy_f16_f16c(w, v, out) },
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The element-wise and per-row pieces of the BitNet graph, shared by the packed model
 //! and the f32 reference so that the two differ only in how projections multiply.
 
+use half::f16;
+
 /// Epsilon of the absmean weight scale and the activation absmax (the BitNet FAQ's 1e-5).
 pub const QUANT_EPS: f32 = 1e-5;
 
@@ -41,6 +43,98 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot`] of f32 values with f16 ones (converted exactly), in the same order, so it
+/// equals `dot(a, b as f32)` bit for bit.
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let (ac, ar) = a.split_at(a.len() / LANES * LANES);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i].to_f32();
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y.to_f32()).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out += w * v` with f16 `v` (converted exactly).
+pub fn axpy_f16(w: f32, v: &[f16], out: &mut [f32]) {
+    out.iter_mut()
+        .zip(v)
+        .for_each(|(o, v)| *o += w * v.to_f32());
+}
+
+/// Whether [`dot_f16_f16c`] and [`axpy_f16_f16c`] can run (AVX2 and F16C, detected once).
+#[cfg(target_arch = "x86_64")]
+pub fn f16c_available() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
+}
+
+/// [`dot_f16`] with F16C conversions: the eight lanes of one ymm register are the eight
+/// accumulators, each a multiply then an add as there (no FMA), summed in the same order.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C ([`f16c_available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub unsafe fn dot_f16_f16c(a: &[f32], b: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let whole = n / 8 * 8;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 <= n, within both slices; unaligned loads.
+        unsafe {
+            let x = _mm256_loadu_ps(a.as_ptr().add(i));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        }
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    let tail: f32 = a[whole..n]
+        .iter()
+        .zip(&b[whole..n])
+        .map(|(x, y)| x * y.to_f32())
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// [`axpy_f16`] with F16C conversions (a multiply then an add per element, as there).
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C ([`f16c_available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub unsafe fn axpy_f16_f16c(w: f32, v: &[f16], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = v.len().min(out.len());
+    let whole = n / 8 * 8;
+    let wv = _mm256_set1_ps(w);
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 <= n, within both slices; unaligned loads and stores.
+        unsafe {
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, y)));
+        }
+        i += 8;
+    }
+    for (o, y) in out[whole..n].iter_mut().zip(&v[whole..n]) {
+        *o += w * y.to_f32();
+    }
 }
 
 /// Precomputed NEOX rotary tables: the head is split into halves and element `i` rotates
@@ -181,6 +275,33 @@ mod tests {
             let (a, b): (Vec<f32>, Vec<f32>) = pairs.into_iter().unzip();
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             prop_assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        }
+
+        #[test]
+        fn f16_helpers_equal_the_f32_ones_on_converted_values(
+            pairs in proptest::collection::vec((-4.0f32..4.0, -60000.0f32..60000.0), 0..80),
+            w in -3.0f32..3.0,
+        ) {
+            let (a, b): (Vec<f32>, Vec<f32>) = pairs.into_iter().unzip();
+            let h: Vec<f16> = b.iter().map(|&v| f16::from_f32(v)).collect();
+            let back: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+            prop_assert_eq!(dot_f16(&a, &h).to_bits(), dot(&a, &back).to_bits());
+            let mut o1 = a.clone();
+            axpy_f16(w, &h, &mut o1);
+            let o2: Vec<f32> = a.iter().zip(&back).map(|(o, v)| o + w * v).collect();
+            prop_assert_eq!(&o1, &o2);
+            #[cfg(target_arch = "x86_64")]
+            if f16c_available() {
+                // SAFETY: detected above.
+                let d = unsafe { dot_f16_f16c(&a, &h) };
+                prop_assert_eq!(d.to_bits(), dot_f16(&a, &h).to_bits());
+                let mut o3 = a.clone();
+                unsafe { axpy_f16_f16c(w, &h, &mut o3) };
+                prop_assert_eq!(
+                    o3.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    o1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! default, TQ2_0 / TQ1_0 on request) multiplied by per-token int8 activations with
 //! integer accumulation; embedding, norms and head stay f32.
 
-use super::model::{Projection, Threads, Transformer};
+use super::model::{KvPrecision, Projection, Threads, Transformer};
 use super::ops::QUANT_EPS;
 use super::reference::kernel_error;
 use crate::config::{ModelConfig, WeightKind};
@@ -170,16 +170,19 @@ impl PackedModel {
             });
         }
         let (threads, engine) = engine_for(options.threads)?;
-        Transformer::build(config, weights, Threads(threads), |name, t| {
-            PackedProjection::quantize(
-                name,
-                &t.data,
-                t.shape[0],
-                t.shape[1],
-                options.format,
-                engine.clone(),
-            )
-        })
+        Ok(
+            Transformer::build(config, weights, Threads(threads), |name, t| {
+                PackedProjection::quantize(
+                    name,
+                    &t.data,
+                    t.shape[0],
+                    t.shape[1],
+                    options.format,
+                    engine.clone(),
+                )
+            })?
+            .with_kv_precision(KvPrecision::F16),
+        )
     }
 
     /// Bytes of packed projection weights (what a decode step streams from memory, besides
