@@ -26,16 +26,14 @@ const N_CTX: usize = 128;
 const N_CHUNKS: usize = 6;
 
 fn bitnet_cpp() -> Option<PathBuf> {
-    match std::env::var_os("MAGNET_BITNET_CPP") {
-        Some(p) => Some(p.into()),
-        None => {
-            eprintln!(
-                "skipping the bitnet.cpp cross-check: MAGNET_BITNET_CPP (bitnet.cpp's build \
-                 folder) is not set; build it with examples/genkidama/scripts/build_bitnet_cpp.sh"
-            );
-            None
-        }
+    let dir = std::env::var_os("MAGNET_BITNET_CPP");
+    if dir.is_none() {
+        eprintln!(
+            "skipping the bitnet.cpp cross-check: MAGNET_BITNET_CPP (bitnet.cpp's build \
+             folder) is not set; build it with examples/genkidama/scripts/build_bitnet_cpp.sh"
+        );
     }
+    dir.map(PathBuf::from)
 }
 
 fn corpus_lines(lang: &str) -> Vec<String> {
@@ -146,7 +144,7 @@ fn unquantized_copy(src: &Path, dst: &Path, ty: GgmlType) {
             b.add_metadata(key, value.clone()).unwrap();
         }
     }
-    let file_type: u32 = if ty == GgmlType::F32 { 0 } else { 1 };
+    let file_type = u32::from(ty != GgmlType::F32);
     b.add_metadata("general.file_type", file_type).unwrap();
     let mut data = Vec::new();
     for view in file.views() {

@@ -180,7 +180,7 @@ pub fn import_gguf_with(path: &Path, options: &ImportOptions) -> Result<Imported
         }
         let data = if ModelConfig::is_ternary_tensor(&name) {
             let extra = projection_scale(&file, &name, &keys)?;
-            let (data, exact) = projection(&view, &name, &shape, extra, options, &keys)?;
+            let (data, exact) = projection(&view, &name, &shape, extra, *options, &keys)?;
             if !exact {
                 latent_projections.push(name.clone());
             }
@@ -349,7 +349,7 @@ fn projection(
     name: &str,
     shape: &[usize],
     extra: f32,
-    options: &ImportOptions,
+    options: ImportOptions,
     keys: &Keys<'_>,
 ) -> Result<(Vec<f32>, bool)> {
     let (rows, cols) = (shape[0], shape[1]);
