@@ -105,6 +105,18 @@ struct Encoder<'a> {
 }
 
 impl<'a> Encoder<'a> {
+    /// The encoder of `space`'s unconditional parameters: the ones the GP models jointly
+    /// (conditional ones go to the TPE's univariate model).
+    fn unconditional(space: &'a crate::space::SearchSpace) -> Self {
+        Self::new(
+            space
+                .params
+                .iter()
+                .filter(|p| p.condition.is_none())
+                .collect(),
+        )
+    }
+
     fn new(params: Vec<&'a Param>) -> Self {
         let kinds = params
             .iter()
@@ -928,12 +940,7 @@ impl GpSampler {
         trials: &[Trial],
         directions: &[crate::trial::Direction],
     ) -> Option<Model> {
-        let group: Vec<&Param> = space
-            .params
-            .iter()
-            .filter(|p| p.condition.is_none())
-            .collect();
-        let enc = Encoder::new(group);
+        let enc = Encoder::unconditional(space);
         self.model(&enc, trials, directions)
     }
 
@@ -1025,12 +1032,7 @@ impl GpSampler {
         best_x: &[f64],
         rng: &mut rand::rngs::StdRng,
     ) -> (Vec<f64>, f64) {
-        let group: Vec<&Param> = space
-            .params
-            .iter()
-            .filter(|p| p.condition.is_none())
-            .collect();
-        let enc = Encoder::new(group);
+        let enc = Encoder::unconditional(space);
         let acq = Acq { gp, best };
         self.maximize(&acq, &enc, best_x.to_vec(), rng)
             .into_iter()
@@ -1090,12 +1092,7 @@ impl GpSampler {
         model: Option<Model>,
     ) -> Result<Params> {
         let space = ctx.space;
-        let group: Vec<&Param> = space
-            .params
-            .iter()
-            .filter(|p| p.condition.is_none())
-            .collect();
-        let enc = Encoder::new(group);
+        let enc = Encoder::unconditional(space);
         let joint = if enc.dim() == 0 {
             Some(Params::new())
         } else {
