@@ -13,6 +13,10 @@
 //! and `AUTORESEARCH_BENCH_SEEDS=N` run only those (both sides) and write
 //! `hpo-<names>-<N>seeds.json` instead, so the full result file is left alone. Quick mode
 //! runs only Optuna's default TPE and random samplers (not its two explicit TPE models).
+//! `AUTORESEARCH_BENCH_FIRST_SEED=K` runs seeds `K..K+N` instead of `0..N` (tuning seeds
+//! such as 1000.. stay apart from the validation seeds 0..30), and
+//! `AUTORESEARCH_BENCH_SAMPLERS=gp,auto` runs only those of ours (the others' summary keys are
+//! null); both change the output file's name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +38,31 @@ fn selection() -> (Vec<TestFunction>, u64, Option<String>) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
+    let (fs, seeds, file) = selection_of(seeds);
+    let first = first_seed();
+    let subset = std::env::var("AUTORESEARCH_BENCH_SAMPLERS").unwrap_or_default();
+    if first == 0 && subset.is_empty() {
+        return (fs, seeds, file);
+    }
+    let base = file.unwrap_or_else(|| format!("hpo-{seeds}seeds.json"));
+    let stem = base.trim_end_matches(".json");
+    let tag = if subset.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", subset.replace(',', "-"))
+    };
+    (fs, seeds, Some(format!("{stem}-from{first}{tag}.json")))
+}
+
+/// First seed of this run (`AUTORESEARCH_BENCH_FIRST_SEED`, default 0).
+fn first_seed() -> u64 {
+    std::env::var("AUTORESEARCH_BENCH_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn selection_of(seeds: u64) -> (Vec<TestFunction>, u64, Option<String>) {
     match std::env::var("AUTORESEARCH_BENCH_ONLY") {
         Ok(only) if !only.is_empty() => {
             let names: Vec<&str> = only.split(',').map(str::trim).collect();
@@ -154,7 +183,7 @@ fn optuna_from_files(files: &str) -> Value {
     json!({"optuna_version": version, "results": merged})
 }
 
-fn optuna(fs: &[TestFunction], seeds: u64, extras: bool) -> Option<Value> {
+fn optuna(fs: &[TestFunction], seeds: u64, first: u64, extras: bool) -> Option<Value> {
     if let Ok(files) = std::env::var("AUTORESEARCH_BENCH_OPTUNA_JSON") {
         return Some(optuna_from_files(&files));
     }
@@ -172,6 +201,7 @@ fn optuna(fs: &[TestFunction], seeds: u64, extras: bool) -> Option<Value> {
             fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
             u8::from(extras).to_string(),
             "tpe,random,gp".to_string(),
+            first.to_string(),
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -196,10 +226,21 @@ fn main() {
     type Runs<'a> = BTreeMap<&'a str, (Vec<f64>, Vec<f64>)>;
     let mut ours: BTreeMap<&str, Runs<'_>> = BTreeMap::new();
     let (fs, seeds, quick_file) = selection();
+    let first = first_seed();
+    let subset = std::env::var("AUTORESEARCH_BENCH_SAMPLERS").unwrap_or_default();
+    let wanted = |s: &str| subset.is_empty() || subset.split(',').any(|w| w.trim() == s);
     let t0 = Instant::now();
     for &f in &fs {
         for s in samplers {
-            let (best, time): (Vec<f64>, Vec<f64>) = (0..seeds).map(|seed| run(f, s, seed)).unzip();
+            if !wanted(s) {
+                // Not run: empty, so its summary keys are null.
+                ours.entry(f.name())
+                    .or_default()
+                    .insert(s, (vec![], vec![]));
+                continue;
+            }
+            let (best, time): (Vec<f64>, Vec<f64>) =
+                (first..first + seeds).map(|seed| run(f, s, seed)).unzip();
             eprintln!(
                 "ours {:>16} {:>19}: median best {:.4}, {:.2} ms/study",
                 f.name(),
@@ -211,7 +252,7 @@ fn main() {
         }
     }
     eprintln!("our side: {:.1} s", t0.elapsed().as_secs_f64());
-    let opt = optuna(&fs, seeds, quick_file.is_none());
+    let opt = optuna(&fs, seeds, first, quick_file.is_none());
     let mut summary = serde_json::Map::new();
     let mut detail = serde_json::Map::new();
     for &f in &fs {
@@ -340,6 +381,7 @@ fn main() {
         "area": "hpo",
         "trials": TRIALS,
         "seeds": seeds,
+        "first_seed": first,
         "sampler_time": "study wall time minus time inside the objective, median per study",
         "optuna_version": opt.as_ref().map(|o| o["optuna_version"].clone()),
         "summary": summary,

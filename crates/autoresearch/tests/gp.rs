@@ -358,7 +358,7 @@ fn running_trials_get_distinct_proposals() {
 }
 
 /// The GP on real test functions: on Branin it gets within 0.02 of the optimum in 40 trials
-/// (random search needs thousands), deterministically for a seed.
+/// (random search needs thousands), deterministically for a seed, recording each fit.
 #[test]
 fn gp_finds_the_branin_optimum() {
     let run = || {
@@ -375,6 +375,15 @@ fn gp_finds_the_branin_optimum() {
         study
             .optimize(Arc::new(obj), &OptimizeOptions::trials(40))
             .expect("optimize");
+        // Every trial after the startup records its fitted kernel (the next fit's start):
+        // two length scales, the kernel scale and the noise.
+        for t in study.trials().expect("trials").iter().skip(10) {
+            let k = t.user_attrs["sampler"]["gp_kernel"]
+                .as_array()
+                .expect("gp_kernel");
+            assert_eq!(k.len(), 4, "trial {}", t.number);
+            assert!(k.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)));
+        }
         study
             .best_trial()
             .expect("trials")

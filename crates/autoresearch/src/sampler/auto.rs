@@ -185,9 +185,11 @@ impl Sampler for AutoSampler {
                 Some(json!({"sampler": "tpe", "reason": "noisy GP fit", "noise_fraction": noise}));
             return self.tpe.sample(ctx);
         }
+        // The fitted kernel is recorded too: the GP's next fit starts from it.
         self.decision = Some(json!({
             "sampler": "gp", "reason": reason, "noise_fraction": noise,
             "mean_rank_gp": ranks.0, "mean_rank_tpe": ranks.1,
+            "gp_kernel": model.raw_kernel(),
         }));
         self.gp.sample_with_model(ctx, Some(model))
     }

@@ -4,7 +4,7 @@
 //! parameters are in log space and discrete ones own equal cells, as in Optuna), categoricals
 //! as their index with a Hamming distance; a Matérn 5/2 kernel with one length scale per
 //! dimension (ARD), a kernel scale and a noise variance, fitted by maximising the marginal
-//! likelihood plus Optuna's priors (L-BFGS on log parameters from Optuna's default start);
+//! likelihood plus Optuna's priors (L-BFGS on log parameters from the previous fit, as Optuna);
 //! objective values standardised.
 //!
 //! The acquisition is log expected improvement over the best observed value, evaluated in a
@@ -19,8 +19,10 @@
 //! there collapses and the next proposal moves elsewhere; a proposal that repeats any earlier
 //! trial's parameters is never returned. Conditional parameters are sampled by the TPE's
 //! univariate model, as [`TpeSampler`] samples them; multi-objective studies are delegated to
-//! the TPE. The sampler keeps no state between proposals (every fit starts from fixed
-//! initial values), so a resumed study makes exactly the proposals of an uninterrupted one.
+//! the TPE. Each kernel fit starts from the previous fit's hyperparameters (Optuna's warm
+//! start), which every GP trial records in its user attribute `sampler` (`gp_kernel`): the
+//! sampler keeps no state of its own, so a resumed study makes exactly the proposals of an
+//! uninterrupted one.
 
 // Index loops read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
@@ -57,8 +59,14 @@ pub struct GpSampler {
     pub n_local_search: usize,
     /// Fix the noise variance at its minimum (the objective has no noise).
     pub deterministic_objective: bool,
+    /// Start each kernel fit from the latest recorded fit (Optuna's warm start); the fitted
+    /// parameters are recorded in each GP trial's user attribute `sampler` (`gp_kernel`).
+    pub warm_start: bool,
     /// The model for conditional parameters and multi-objective studies.
     pub tpe: TpeSampler,
+    /// What the last proposal recorded (`{"sampler": "gp", "gp_kernel": [...]}`, written by
+    /// `sample`; the study stores it as the trial's user attribute `sampler`).
+    pub decision: Option<serde_json::Value>,
 }
 
 impl Default for GpSampler {
@@ -69,7 +77,9 @@ impl Default for GpSampler {
             n_candidates: 2048,
             n_local_search: 10,
             deterministic_objective: false,
+            warm_start: true,
             tpe: TpeSampler::default(),
+            decision: None,
         }
     }
 }
@@ -548,22 +558,73 @@ fn spd_inverse(l: &DMatrix<f64>) -> DMatrix<f64> {
 }
 
 /// Fits the kernel by maximising the marginal likelihood plus Optuna's priors with L-BFGS
-/// from Optuna's all-ones start (always the same start, so a fit depends only on the data).
+/// from Optuna's all-ones start (so this fit depends only on the data).
 pub fn fit(x: Vec<Vec<f64>>, y: &[f64], cat: Vec<bool>, deterministic: bool) -> Option<Gp> {
+    fit_from(x, y, cat, deterministic, None).map(|(gp, _)| gp)
+}
+
+/// The raw start of a kernel fit: Optuna's all-ones default, or (Optuna's warm start) the
+/// previous fit's raw parameters `[ln ρ.., ln scale, ln(noise − MIN_NOISE)]`, the noise
+/// moved up by `0.01 · MIN_NOISE` as Optuna re-derives it from the previous noise variance.
+fn fit_start(d: usize, warm: Option<&[f64]>) -> Vec<f64> {
+    match warm {
+        Some(w) if w.len() == d + 2 && w.iter().all(|v| v.is_finite()) => {
+            let mut x0 = w.to_vec();
+            x0[d + 1] = (w[d + 1].exp() + 0.01 * MIN_NOISE).ln();
+            x0
+        }
+        _ => {
+            // Every raw parameter 0: unit length scales and kernel scale; the noise
+            // 1 − 0.99 · MIN_NOISE above its floor.
+            let mut x0 = vec![0.0; d + 1];
+            x0.push((1.0 - 0.99 * MIN_NOISE).ln());
+            x0
+        }
+    }
+}
+
+/// [`fit`] from a given start (`warm`, the raw parameters of an earlier fit; `None` or a
+/// start that does not factor: Optuna's default start, as Optuna falls back). Returns the
+/// posterior and the fitted raw parameters (the next fit's warm start).
+pub fn fit_from(
+    x: Vec<Vec<f64>>,
+    y: &[f64],
+    cat: Vec<bool>,
+    deterministic: bool,
+    warm: Option<&[f64]>,
+) -> Option<(Gp, Vec<f64>)> {
     let d = cat.len();
     let mll = Mll::new(&x, y, &cat, deterministic);
-    // Optuna's start (every raw parameter 0: unit length scales and kernel scale; the noise
-    // 1 − 0.99 · MIN_NOISE above its floor). A second start at length scales 0.5 was tried
-    // on the tuning seeds: no better on Hartmann6 (4 of 6 seeds at the optimum either way)
-    // at twice the fitting time.
-    let mut x0 = vec![0.0; d + 1];
-    x0.push((1.0 - 0.99 * MIN_NOISE).ln());
     let lo = vec![-12.0; d + 2];
     let hi = vec![12.0; d + 2];
-    let (raw, fr, _) = lbfgsb(|r, g| mll.eval(r, g), &x0, &lo, &hi, 1e-2, 200);
-    // A fit that never left an unfactorable start falls back to the start itself.
-    let kernel = mll.kernel(if fr.is_finite() { &raw } else { &x0 });
-    Gp::new(x, y, cat, kernel)
+    let run = |x0: &[f64]| {
+        let (raw, fr, _) = lbfgsb(|r, g| mll.eval(r, g), x0, &lo, &hi, 1e-2, 200);
+        (raw, fr)
+    };
+    let default = fit_start(d, None);
+    let start = fit_start(d, warm);
+    let (mut raw, mut fr) = run(&start);
+    if !fr.is_finite() && start != default {
+        (raw, fr) = run(&default);
+    }
+    // A fit that never left an unfactorable start falls back to the default start itself.
+    if !fr.is_finite() {
+        raw = default;
+    }
+    let kernel = mll.kernel(&raw);
+    Gp::new(x, y, cat, kernel).map(|gp| (gp, raw))
+}
+
+/// The raw kernel parameters of the latest fit recorded in `trials` (user attribute
+/// `sampler`, key `gp_kernel`), if it has `len` entries: the warm start of the next fit.
+/// Read from the stored trials, so a resumed study starts each fit where the uninterrupted
+/// one did.
+fn recorded_kernel(trials: &[Trial], len: usize) -> Option<Vec<f64>> {
+    trials.iter().rev().find_map(|t| {
+        let v = t.user_attrs.get("sampler")?.get("gp_kernel")?.as_array()?;
+        let raw: Vec<f64> = v.iter().filter_map(serde_json::Value::as_f64).collect();
+        (raw.len() == len && v.len() == len).then_some(raw)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -909,9 +970,18 @@ pub struct Model {
     x: Vec<Vec<f64>>,
     y: Vec<f64>,
     running: Vec<Vec<f64>>,
+    /// The fitted raw kernel parameters (recorded with the trial: the next fit's start).
+    raw: Vec<f64>,
 }
 
 impl Model {
+    /// The fitted raw kernel parameters `[ln ρ.., ln scale, ln(noise − 1e-6)]`, which the
+    /// sampler records in the trial's user attribute `sampler` (key `gp_kernel`) so the
+    /// next fit starts from them, as Optuna warm-starts each fit from the previous one.
+    pub fn raw_kernel(&self) -> &[f64] {
+        &self.raw
+    }
+
     /// Fraction of the standardised variance the fit attributes to noise: near 0 when the
     /// data look like a smooth function at the resolution sampled, near 1 when they look
     /// like noise (rugged or multimodal landscapes fit with large noise).
@@ -959,8 +1029,25 @@ impl GpSampler {
         if x.len() < self.n_startup_trials.max(1) {
             return None;
         }
-        let gp = fit(x.clone(), &y, enc.is_cat(), self.deterministic_objective)?;
-        Some(Model { gp, x, y, running })
+        let warm = if self.warm_start {
+            recorded_kernel(trials, enc.dim() + 2)
+        } else {
+            None
+        };
+        let (gp, raw) = fit_from(
+            x.clone(),
+            &y,
+            enc.is_cat(),
+            self.deterministic_objective,
+            warm.as_deref(),
+        )?;
+        Some(Model {
+            gp,
+            x,
+            y,
+            running,
+            raw,
+        })
     }
 
     /// The acquisition search: every local optimum found and every candidate, best first.
@@ -1047,7 +1134,9 @@ impl GpSampler {
         enc: &Encoder<'_>,
         model: Model,
     ) -> Option<Params> {
-        let Model { gp, x, y, running } = model;
+        let Model {
+            gp, x, y, running, ..
+        } = model;
         let cat = enc.is_cat();
         let mut best = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut best_x = x[y.iter().position(|&v| v == best).unwrap_or(0)].clone();
@@ -1107,6 +1196,7 @@ impl GpSampler {
 
 impl Sampler for GpSampler {
     fn sample(&mut self, ctx: &mut SampleContext<'_>) -> Result<Params> {
+        self.decision = None;
         if ctx.directions.len() > 1 {
             return self.tpe.sample(ctx);
         }
@@ -1126,11 +1216,18 @@ impl Sampler for GpSampler {
             });
         }
         let model = self.fit_study(ctx.space, ctx.trials, ctx.directions);
+        if let Some(m) = &model {
+            self.decision = Some(serde_json::json!({"sampler": "gp", "gp_kernel": m.raw_kernel()}));
+        }
         self.sample_with_model(ctx, model)
     }
 
     fn name(&self) -> String {
         "gp".into()
+    }
+
+    fn last_decision(&self) -> Option<serde_json::Value> {
+        self.decision.clone()
     }
 }
 
@@ -1253,6 +1350,59 @@ mod tests {
                 ga[o]
             );
         }
+    }
+
+    /// A warm-started fit (Optuna's start from the previous fit) reaches a loss at least as
+    /// low as the default start's on data where the previous fit had one point less; an
+    /// unusable warm start (wrong length, non-finite) is the default start exactly.
+    #[test]
+    fn warm_started_fit_is_as_good_and_falls_back() {
+        let pts: Vec<Vec<f64>> = (0..25)
+            .map(|i| {
+                let t = f64::from(i);
+                vec![(t * 0.618_034).fract(), (t * 0.414_214 + 0.3).fract()]
+            })
+            .collect();
+        let f = |p: &[f64]| (6.0 * p[0]).sin() + 4.0 * (p[1] - 0.4).powi(2);
+        let y: Vec<f64> = pts.iter().map(|p| f(p)).collect();
+        let cat = vec![false, false];
+        let (_, prev) =
+            fit_from(pts[..24].to_vec(), &y[..24], cat.clone(), false, None).expect("fit");
+        let loss = |raw: &[f64]| Mll::new(&pts, &y, &cat, false).eval(raw, &mut [0.0; 4]);
+        let (_, cold) = fit_from(pts.clone(), &y, cat.clone(), false, None).expect("cold");
+        let (_, warm) = fit_from(pts.clone(), &y, cat.clone(), false, Some(&prev)).expect("warm");
+        assert!(
+            loss(&warm) <= loss(&cold) + 1e-3,
+            "warm {} cold {}",
+            loss(&warm),
+            loss(&cold)
+        );
+        for bad in [vec![0.0; 3], vec![f64::NAN, 0.0, 0.0, 0.0]] {
+            let (_, r) = fit_from(pts.clone(), &y, cat.clone(), false, Some(&bad)).expect("fit");
+            assert_eq!(r, cold);
+        }
+        let noise = fit_start(2, Some(&[0.5, -0.5, 0.1, (1e-6f64).ln()]))[3];
+        assert!((noise - (1.01e-6f64).ln()).abs() < 1e-12, "{noise}");
+    }
+
+    /// The latest recorded kernel of the right length is the warm start; others are skipped.
+    #[test]
+    fn recorded_kernel_reads_the_latest_fit() {
+        let mut trials: Vec<Trial> = (0..3).map(|n| Trial::new(n, Params::new(), "w")).collect();
+        trials[0].user_attrs.insert(
+            "sampler".into(),
+            serde_json::json!({"gp_kernel": [1.0, 2.0, 3.0, 4.0]}),
+        );
+        trials[1].user_attrs.insert(
+            "sampler".into(),
+            serde_json::json!({"gp_kernel": [9.0, 9.0, 9.0]}),
+        );
+        trials[2]
+            .user_attrs
+            .insert("sampler".into(), serde_json::json!({"sampler": "tpe"}));
+        assert_eq!(recorded_kernel(&trials, 4), Some(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(recorded_kernel(&trials, 3), Some(vec![9.0, 9.0, 9.0]));
+        assert_eq!(recorded_kernel(&trials, 5), None);
     }
 
     #[test]
