@@ -90,20 +90,8 @@ impl Case {
     }
 }
 
-/// `tiny`, `mid` (the mid-size shape) or any preset name.
+/// A preset name (`tiny`, `mid`, ...).
 fn shape_config(name: &str) -> ModelConfig {
-    if name == "mid" {
-        return ModelConfig {
-            vocab_size: 32_000,
-            hidden_size: 1024,
-            n_layers: 8,
-            n_heads: 16,
-            n_kv_heads: 4,
-            ffn_hidden_size: 2816,
-            context_length: 512,
-            ..ModelConfig::preset("tiny").expect("tiny preset")
-        };
-    }
     ModelConfig::preset(name).unwrap_or_else(|e| panic!("MAGNET_BENCH_SHAPES: {e}"))
 }
 

@@ -3,6 +3,8 @@
 //! Presets:
 //! - `tiny`: trains on 2 CPU cores in minutes; tied, SiLU, so llama.cpp's `bitnet` graph
 //!   can run it; every ternary matrix has rows that are a multiple of 256 (TQ1_0/TQ2_0).
+//! - `mid`: the training benchmark's mid-size shape (hidden 1024, 8 layers, FFN 2816, GQA
+//!   16/4, vocabulary 32,000, context 512; 123M parameters), where a step is mostly matmul.
 //! - `genkidama-363m` / `genkidama-618m`: MAGNET's published sizes. The layer count and
 //!   vocabulary are not public; we fit a tied 256,000-token vocabulary with 6 layers
 //!   (d = 1024, FFN 4096) and 8 layers (d = 1536, FFN 4096): 362.85M and 619.78M
@@ -84,7 +86,13 @@ fn default_weights() -> WeightKind {
 }
 
 /// Names of the built-in presets, in the order `ModelConfig::preset` accepts them.
-pub const PRESETS: &[&str] = &["tiny", "genkidama-363m", "genkidama-618m", "bitnet-2b4t"];
+pub const PRESETS: &[&str] = &[
+    "tiny",
+    "mid",
+    "genkidama-363m",
+    "genkidama-618m",
+    "bitnet-2b4t",
+];
 
 /// The architectures [`ModelConfig::preset`] knows: one type for every binary's `--preset`
 /// (with the `clap` feature it is a `clap::ValueEnum`, so `--help` lists the values).
@@ -93,6 +101,8 @@ pub const PRESETS: &[&str] = &["tiny", "genkidama-363m", "genkidama-618m", "bitn
 pub enum Preset {
     /// The small model that trains on a laptop CPU.
     Tiny,
+    /// The training benchmark's mid-size shape (123M parameters).
+    Mid,
     /// Genkidama's 363M-parameter model.
     #[cfg_attr(feature = "clap", value(name = "genkidama-363m"))]
     Genkidama363m,
@@ -106,8 +116,9 @@ pub enum Preset {
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 4] = [
+    pub const ALL: [Preset; 5] = [
         Preset::Tiny,
+        Preset::Mid,
         Preset::Genkidama363m,
         Preset::Genkidama618m,
         Preset::Bitnet2b4t,
@@ -117,6 +128,7 @@ impl Preset {
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "tiny",
+            Preset::Mid => "mid",
             Preset::Genkidama363m => "genkidama-363m",
             Preset::Genkidama618m => "genkidama-618m",
             Preset::Bitnet2b4t => "bitnet-2b4t",
@@ -148,6 +160,7 @@ impl ModelConfig {
         };
         let config = match name {
             "tiny" => base(4096, 256, 4, 4, 2, 768, 256),
+            "mid" => base(32_000, 1024, 8, 16, 4, 2816, 512),
             "genkidama-363m" => base(256_000, 1024, 6, 8, 8, 4096, 2048),
             "genkidama-618m" => base(256_000, 1536, 8, 12, 12, 4096, 1024),
             "bitnet-2b4t" => Self {
@@ -338,6 +351,27 @@ mod tests {
     fn every_preset_names_a_valid_config() {
         for p in Preset::ALL {
             p.config().unwrap().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn mid_is_the_benchmarks_shape() {
+        let c = Preset::Mid.config().unwrap();
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.n_layers,
+                c.ffn_hidden_size,
+                c.vocab_size,
+                c.context_length
+            ),
+            (1024, 8, 2816, 32_000, 512)
+        );
+        assert!(within(c.param_count(), 1.23e8, 0.01), "{}", c.param_count());
+        for (name, shape) in c.tensor_shapes() {
+            if ModelConfig::is_ternary_tensor(&name) {
+                assert_eq!(shape[1] % 256, 0, "{name} rows must fill 256-blocks");
+            }
         }
     }
 

@@ -18,6 +18,8 @@ pub enum Preset {
     Toy,
     /// bitnet-model's `tiny` (feature `bitnet`).
     Tiny,
+    /// The training benchmark's mid-size shape, 123M parameters (feature `bitnet`).
+    Mid,
     /// Genkidama's 363M-parameter model (feature `bitnet`).
     #[value(name = "genkidama-363m")]
     Genkidama363m,
@@ -35,6 +37,7 @@ impl Preset {
         match self {
             Preset::Toy => "toy",
             Preset::Tiny => "tiny",
+            Preset::Mid => "mid",
             Preset::Genkidama363m => "genkidama-363m",
             Preset::Genkidama618m => "genkidama-618m",
             Preset::Bitnet2b4t => "bitnet-2b4t",
