@@ -179,14 +179,22 @@ impl BitLinear {
     /// unchanged otherwise. Layers that read the same input (q, k, v; gate, up) share one
     /// quantized copy through [`BitLinear::forward_input`].
     pub fn input<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.quantize { act_quant_ste(x) } else { x }
+        match (self.quantize, super::fused::fused_ops_enabled()) {
+            (false, _) => x,
+            (true, true) => act_quant_ste(x),
+            (true, false) => act_quant_ste_reference(x),
+        }
     }
 
     /// [`BitLinear::forward`] of an input already passed through [`BitLinear::input`] (of
     /// a layer with the same `quantize`).
     pub fn forward_input<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let w = self.weight.val();
-        let w = if self.quantize { ternary_ste(w) } else { w };
+        let w = match (self.quantize, super::fused::fused_ops_enabled()) {
+            (false, _) => w,
+            (true, true) => ternary_ste(w),
+            (true, false) => ternary_ste_reference(w),
+        };
         burn::tensor::module::linear(x, w.transpose(), None)
     }
 }

@@ -2,6 +2,7 @@
 //! full-precision twin selected by [`ModelConfig::weights`](crate::ModelConfig)).
 
 pub mod bitlinear;
+pub mod fused;
 pub mod transformer;
 
 pub use bitlinear::{

@@ -11,7 +11,7 @@ use crate::weights::{NamedTensor, WeightMap, validate_weights};
 use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::tensor::activation::{log_softmax, relu, silu};
+use burn::tensor::activation::{relu, silu};
 use burn::tensor::ops::AttentionModuleOptions;
 
 /// Parameter ids are derived from the canonical tensor index so that a model rebuilt from
@@ -113,14 +113,20 @@ impl Block {
             k = expand(k);
             v = expand(v);
         }
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
+        let att = if q.is_autodiff() && super::fused::fused_ops_enabled() {
+            // Under autodiff burn decomposes attention into nine tracked ops around the
+            // softmax; the fused softmax does it in one pass (model::fused).
+            let scores = q.matmul(k.swap_dims(2, 3));
+            super::fused::causal_softmax(scores, 1.0 / (hd as f32).sqrt()).matmul(v)
+        } else {
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: true,
+            };
+            burn::tensor::module::attention(q, k, v, None, None, options)
         };
-        let att = burn::tensor::module::attention(q, k, v, None, None, options)
-            .swap_dims(1, 2)
-            .reshape([b, t, d]);
+        let att = att.swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.attn_output.forward(self.attn_sub_norm.forward(att));
         let h = self.ffn_gate.input(self.ffn_norm.forward(x.clone()));
         let gate = self.ffn_gate.forward_input(h.clone());
@@ -359,9 +365,12 @@ impl Model {
     pub fn loss(&self, inputs: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         let logits = self.forward(inputs);
         let [b, t, v] = logits.dims();
-        let logp = log_softmax(logits.reshape([b * t, v]), 1);
-        let picked = logp.gather(1, targets.reshape([b * t, 1]));
-        picked.mean().neg()
+        let (logits, targets) = (logits.reshape([b * t, v]), targets.reshape([b * t]));
+        if super::fused::fused_ops_enabled() {
+            super::fused::cross_entropy(logits, targets)
+        } else {
+            super::fused::cross_entropy_reference(logits, targets)
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! The schedule is a pure function of the step, so step + RNG + moments + weights is the
 //! whole training state: a resumed run reproduces the uninterrupted loss trajectory.
 
+pub mod allocator;
 pub mod fit;
 pub mod schedule;
 
@@ -228,6 +229,7 @@ impl Trainer {
         model: Model,
         data: TokenData,
     ) -> Self {
+        allocator::retain_freed_memory();
         let param_specs = crate::model::transformer::param_specs(&model_config);
         let optim_wd = config.weight_decay_at(0);
         Self {
