@@ -253,3 +253,80 @@ fn vnni_extremes_and_fused_calls_match_scalar() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    /// `gemv_rows` over any split of the rows into whole 16-row groups equals the whole
+    /// product on every path, with and without the 16-row copy built by a prompt.
+    #[test]
+    fn gemv_rows_over_any_split_equals_the_whole_product(
+        fmt in 0usize..4, groups in 1usize..6, ragged in 0usize..16, k in 1usize..5,
+        cuts in proptest::collection::vec(0usize..6, 0..4), prompt_first in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let format = Format::ALL[fmt];
+        let rows = 16 * groups + ragged;
+        let cols = format.block_elems().max(128) * k;
+        let m = matrix(format, rows, cols, seed, true);
+        let x = lcg(seed ^ 0xa5a5, 3 * cols, 2.0);
+        let q1 = QuantizedActivations::quantize(&x[..cols], 1, cols, ActQuant::PerToken).unwrap();
+        let q3 = QuantizedActivations::quantize(&x, 3, cols, ActQuant::PerToken).unwrap();
+        // Range ends: group boundaries from `cuts`, then the last row.
+        let mut ends: Vec<usize> = cuts.iter().map(|&c| (16 * c).min(rows)).collect();
+        ends.push(rows);
+        ends.sort_unstable();
+        for path in KernelPath::supported() {
+            let e = Engine::new(1).unwrap().with_path(path).unwrap();
+            if !e.supports_gemv_rows(&m) {
+                prop_assert_eq!(path, KernelPath::Lut);
+                continue;
+            }
+            if prompt_first {
+                let mut y3 = vec![0f32; 3 * rows];
+                e.gemm_quantized(&m, &q3, &mut y3).unwrap();
+            }
+            let mut whole = vec![f32::NAN; rows];
+            e.gemm_quantized(&m, &q1, &mut whole).unwrap();
+            let mut parts = vec![f32::NAN; rows];
+            let mut r0 = 0;
+            for &end in &ends {
+                e.gemv_rows(&m, &q1, r0, &mut parts[r0..end]).unwrap();
+                r0 = end;
+            }
+            let a: Vec<u32> = parts.iter().map(|v| v.to_bits()).collect();
+            let b: Vec<u32> = whole.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(a, b, "path {} format {}", path.name(), format);
+        }
+    }
+}
+
+#[test]
+fn gemv_rows_refuses_ranges_it_cannot_run() {
+    let m = matrix(Format::Tq2_0, 40, 256, 3, true);
+    let x = lcg(5, 2 * 256, 1.0);
+    let q1 = QuantizedActivations::quantize(&x[..256], 1, 256, ActQuant::PerToken).unwrap();
+    let q2 = QuantizedActivations::quantize(&x, 2, 256, ActQuant::PerToken).unwrap();
+    let e = Engine::new(1)
+        .unwrap()
+        .with_path(KernelPath::Scalar)
+        .unwrap();
+    let mut y = [0f32; 40];
+    // Not a group start, a group-unaligned end before the last row, past the end, two tokens.
+    assert!(matches!(
+        e.gemv_rows(&m, &q1, 8, &mut y[..8]),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        e.gemv_rows(&m, &q1, 0, &mut y[..20]),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        e.gemv_rows(&m, &q1, 32, &mut y[..16]),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        e.gemv_rows(&m, &q2, 0, &mut y[..16]),
+        Err(Error::Shape(_))
+    ));
+    e.gemv_rows(&m, &q1, 32, &mut y[..8]).unwrap();
+}

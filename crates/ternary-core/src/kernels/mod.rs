@@ -605,6 +605,118 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The row multiple that [`Engine::gemv_rows`] ranges start at: one group of the VNNI
+    /// paths' 16-row interleaved copy (a multiple of every multi-row kernel's rows).
+    pub const ROW_GRANULE: usize = 16;
+
+    /// Whether [`Engine::gemv_rows`] runs `w` on this engine's path: every path except the
+    /// lookup-table one for ternary formats, which builds its tables once per token for the
+    /// whole matrix ([`Engine::gemm_quantized`] runs it).
+    pub fn supports_gemv_rows(&self, w: &PackedMatrix) -> bool {
+        self.path != KernelPath::Lut || w.format() == crate::format::Format::Q8_0
+    }
+
+    /// Rows `r0 .. r0 + y.len()` of `W · x` for the one token of `x`, on the calling
+    /// thread, equal bit for bit to those rows of [`Engine::gemm_quantized`] (the same
+    /// kernels on a sub-range: every row's result is independent of the range). For a
+    /// caller that runs its own threads over a step (the decode step of a model): it can
+    /// split a matrix's rows without a fork-join per matrix. `r0` is a multiple of
+    /// [`Engine::ROW_GRANULE`], and so is `r0 + y.len()` unless it is `w.rows()`.
+    pub fn gemv_rows(
+        &self,
+        w: &PackedMatrix,
+        x: &QuantizedActivations,
+        r0: usize,
+        y: &mut [f32],
+    ) -> Result<()> {
+        let end = r0.checked_add(y.len()).filter(|&e| e <= w.rows());
+        let aligned = |r: usize| r.is_multiple_of(Self::ROW_GRANULE);
+        match end {
+            Some(e) if (aligned(r0) || y.is_empty()) && (aligned(e) || e == w.rows()) => {}
+            _ => {
+                return Err(Error::Shape(format!(
+                    "rows {r0}..{r0}+{} of a {}-row matrix are not a range of whole {}-row \
+                     groups",
+                    y.len(),
+                    w.rows(),
+                    Self::ROW_GRANULE
+                )));
+            }
+        }
+        if x.rows != 1 {
+            return Err(Error::Shape(format!(
+                "gemv_rows takes one token, got {}",
+                x.rows
+            )));
+        }
+        if x.cols != w.cols() {
+            return Err(Error::Shape(format!(
+                "activations have {} features, matrix has {} columns",
+                x.cols,
+                w.cols()
+            )));
+        }
+        check_len(
+            "activations blocks",
+            x.blocks.len(),
+            x.blocks_per_row,
+            "blocks",
+        )?;
+        if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
+            return Err(Error::NotBlockMultiple {
+                what: "i2_s kernel row length",
+                format: "i2_s",
+                len: w.cols(),
+                block: 128,
+            });
+        }
+        if !self.supports_gemv_rows(w) {
+            return Err(Error::UnsupportedPath("lut (gemv_rows)"));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(width) = self.path.vnni_width()
+            && vnni::covers(w.data())
+        {
+            // As `gemm_vnni` for one token: rows of the 16-row copy (if a prompt built it)
+            // on the interleaved kernel, the others on the stored layout.
+            let mut done = 0;
+            if let Some(t) = w.tiled_if_built() {
+                let tend = t.rows().min(r0 + y.len());
+                if r0 < tend {
+                    let ta = vnni::TileActs::new(x);
+                    // SAFETY: the path's features were detected (`with_path`/`from_env`);
+                    // `r0` and `tend` are multiples of 16 inside the copy's groups.
+                    unsafe { vnni::tiled_gemv(width, t, &ta, r0 / 16, &mut y[..tend - r0]) };
+                    done = tend - r0;
+                }
+            }
+            if done < y.len() {
+                let acts = vnni::Acts::new(x);
+                // SAFETY: as above; the rows exist (checked).
+                unsafe { vnni::gemv(width, w.data(), w.cols(), &acts, r0 + done, &mut y[done..]) };
+            }
+            return Ok(());
+        }
+        let path = match self.path {
+            KernelPath::Avx512Vnni | KernelPath::AvxVnni => KernelPath::Avx2,
+            p => p,
+        };
+        let xr = x.row(0);
+        #[cfg(target_arch = "x86_64")]
+        if path == KernelPath::Avx2
+            && avx2::gemv_rows(w.data(), w.cols() / w.format().block_elems(), xr, r0, y)
+        {
+            return Ok(());
+        }
+        let dot = row_dot(path, w);
+        for (i, o) in y.iter_mut().enumerate() {
+            *o = dot(r0 + i, xr);
+        }
+        Ok(())
+    }
+}
+
 /// Checks that activations `x` fit a `rows x cols` weight matrix and `y` holds the product.
 fn check_gemm_shapes(
     matrix: &str,
