@@ -12,7 +12,8 @@
 //! tokens (default 256), `MAGNET_BENCH_GEN` decode steps (default 32), and the machine's
 //! read bandwidth at the same thread count; it prints one JSON line after `PEER_INFER_JSON `.
 //! `MAGNET_BENCH_KV=f32` runs that mode with an f32 KV cache instead of the packed model's
-//! f16 one (to measure the difference in one binary).
+//! f16 one (to measure the difference in one binary), and `MAGNET_BENCH_DECODE=per-op` runs
+//! decode steps with one fork-join per operation instead of one parallel region per step.
 
 use bitnet_model::ModelConfig;
 use bitnet_model::runtime::{
@@ -107,6 +108,10 @@ fn gguf_mode(path: &str) {
         Ok("f32") => model.with_kv_precision(KvPrecision::F32),
         _ => model,
     };
+    let model = match std::env::var("MAGNET_BENCH_DECODE").as_deref() {
+        Ok("per-op") => model.with_decode_region(false),
+        _ => model,
+    };
     let mut cache = model.new_cache();
     model
         .forward(&mut cache, &[1], bitnet_model::runtime::Logits::Last)
@@ -144,6 +149,7 @@ fn gguf_mode(path: &str) {
         "kernel_path": ternary_core::KernelPath::from_env().map_or("?", ternary_core::KernelPath::name),
         "read_bandwidth_bytes_per_s": bw,
         "kv_cache": format!("{:?}", model.kv_precision()).to_lowercase(),
+        "decode": std::env::var("MAGNET_BENCH_DECODE").unwrap_or_else(|_| "region".into()),
     });
     println!("PEER_INFER_JSON {row}");
 }

@@ -9,6 +9,8 @@ use half::f16;
 use rayon::prelude::*;
 use std::sync::Arc;
 
+mod decode;
+
 /// A linear map without bias, `out = W x` per row, with `W` stored `[out, in]`.
 pub trait Projection: Send + Sync {
     /// Activations prepared once and shared by projections that read the same input
@@ -33,6 +35,21 @@ pub trait Projection: Send + Sync {
             p.apply(input, rows, out)?;
         }
         Ok(())
+    }
+    /// `Some(g)` when [`Projection::apply_rows`] computes any range of whole `g`-row groups
+    /// (the last range may end at the last row) for one token on the calling thread; the
+    /// decode step then splits every projection's rows between its own threads instead of
+    /// one fork-join per projection. `None` runs decode as prompts run.
+    fn row_granule(&self) -> Option<usize> {
+        None
+    }
+    /// Rows `r0 .. r0 + out.len()` for the one token of `input` (from `prepare(x, 1)`),
+    /// equal bit for bit to those rows of [`Projection::apply`].
+    fn apply_rows(&self, input: &Self::Input, r0: usize, out: &mut [f32]) -> Result<()> {
+        let _ = (input, r0, out);
+        Err(Error::Inference {
+            message: "this projection does not compute row ranges".into(),
+        })
     }
 }
 
@@ -64,6 +81,7 @@ pub struct Transformer<P> {
     rope: Rope,
     pool: Arc<rayon::ThreadPool>,
     kv_precision: KvPrecision,
+    decode_region: bool,
 }
 
 impl<P> std::fmt::Debug for Transformer<P> {
@@ -249,6 +267,7 @@ impl<P: Projection> Transformer<P> {
             rope: Rope::new(config.head_dim(), config.context_length, config.rope_theta),
             pool: Arc::new(pool),
             kv_precision: KvPrecision::F32,
+            decode_region: true,
         })
     }
 
@@ -277,6 +296,15 @@ impl<P: Projection> Transformer<P> {
     /// Sets the precision of the caches [`Transformer::new_cache`] makes.
     pub fn with_kv_precision(mut self, precision: KvPrecision) -> Self {
         self.kv_precision = precision;
+        self
+    }
+
+    /// Whether a single new token runs in one parallel region per decode step (the
+    /// default, where every projection computes row ranges: module `model::decode`) or as
+    /// prompts run, one fork-join per operation. Both give the same bits; `false` is for
+    /// measuring the difference.
+    pub fn with_decode_region(mut self, on: bool) -> Self {
+        self.decode_region = on;
         self
     }
 
@@ -344,8 +372,13 @@ impl<P: Projection> Transformer<P> {
                 message: "the KV cache was made for another model".into(),
             });
         }
-        self.pool
-            .install(|| self.forward_inner(cache, tokens, which))
+        self.pool.install(|| {
+            if tokens.len() == 1 && self.runs_decode_region() {
+                self.decode_step(cache, tokens[0])
+            } else {
+                self.forward_inner(cache, tokens, which)
+            }
+        })
     }
 
     fn forward_inner(
@@ -567,6 +600,8 @@ fn attend_with<E>(
 
 /// An element type of the KV cache.
 trait KvElem: Copy + Send + Sync + Sized {
+    /// The stored form of a key or value (as [`KvCache::write`] rounds it).
+    fn from_f32(x: f32) -> Self;
     fn attend(
         s: &AttnShape,
         q: &[f32],
@@ -579,6 +614,10 @@ trait KvElem: Copy + Send + Sync + Sized {
 }
 
 impl KvElem for f32 {
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+
     fn attend(
         s: &AttnShape,
         q: &[f32],
@@ -595,6 +634,10 @@ impl KvElem for f32 {
 }
 
 impl KvElem for f16 {
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+
     fn attend(
         s: &AttnShape,
         q: &[f32],

@@ -117,6 +117,20 @@ impl Projection for PackedProjection {
         Ok(())
     }
 
+    fn row_granule(&self) -> Option<usize> {
+        self.engine
+            .supports_gemv_rows(&self.matrix)
+            .then_some(Engine::ROW_GRANULE)
+    }
+
+    fn apply_rows(&self, input: &QuantizedActivations, r0: usize, out: &mut [f32]) -> Result<()> {
+        self.engine
+            .gemv_rows(&self.matrix, input, r0, out)
+            .map_err(|e| kernel_error("packed projection rows", e))?;
+        self.finish(out);
+        Ok(())
+    }
+
     fn apply_many(
         parts: &mut [(&Self, &mut [f32])],
         input: &QuantizedActivations,

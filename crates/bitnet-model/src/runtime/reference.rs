@@ -95,6 +95,30 @@ impl Projection for DenseProjection {
         }
         Ok(())
     }
+
+    fn row_granule(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn apply_rows(&self, input: &Vec<f32>, r0: usize, out: &mut [f32]) -> Result<()> {
+        let k = self.in_features;
+        if input.len() < k || r0 + out.len() > self.out_features {
+            return Err(Error::Inference {
+                message: format!(
+                    "rows {r0}..{} of a {}-row projection for {} inputs",
+                    r0 + out.len(),
+                    self.out_features,
+                    input.len()
+                ),
+            });
+        }
+        let x = &input[..k];
+        for (j, v) in out.iter_mut().enumerate() {
+            let row = r0 + j;
+            *v = ops::dot(x, &self.weights[row * k..(row + 1) * k]);
+        }
+        Ok(())
+    }
 }
 
 /// The f32 reference model.
