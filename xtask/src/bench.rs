@@ -63,13 +63,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     let mut cmd = cargo();
-    cmd.args(["bench", "--locked", "-p", package, "--bench", target, "--"])
+    // `--workspace` (bench target names are unique in it) resolves features as the
+    // workspace's test build does; `-p <package>` alone would resolve the burn stack's
+    // features differently and rebuild all of it.
+    cmd.args(["bench", "--locked", "--workspace", "--bench", target, "--"])
         .args(&args.args)
         .env("MAGNET_BENCH_OUT", &out);
     if needs_python {
         cmd.env("MAGNET_PYTHON", python::ensure(true)?);
     }
-    run_cmd(&format!("bench {name}"), &mut cmd)?;
+    run_cmd(&format!("bench {name} ({package})"), &mut cmd)?;
     eprintln!("report: {}", out.join(format!("{name}.json")).display());
     Ok(())
 }

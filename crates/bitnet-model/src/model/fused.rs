@@ -85,6 +85,52 @@ pub fn exp_f32(x: f32) -> f32 {
     if x.is_nan() { x } else { y * scale }
 }
 
+/// Accumulator lanes of the row reductions: independent partial results that the compiler
+/// keeps in one vector register (or two, or four, by instruction set), summed in a fixed
+/// order at the end, so every instruction set gives the same bits. (A single running sum
+/// is a dependency chain the compiler may not reorder, and stays scalar.)
+const LANES: usize = 16;
+
+/// `max(scale * x)` over `xs` (NaN entries are skipped, as burn's `max_dim` comparison
+/// does; a NaN row is caught by the caller through the NaN sum).
+#[inline(always)]
+fn lane_max(xs: &[f32], scale: f32) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            let v = x * scale;
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        let v = x * scale;
+        *a = if v > *a { v } else { *a };
+    }
+    acc.iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// Replaces each `x` by `exp(scale * x - shift)` and returns their sum.
+#[inline(always)]
+fn exp_and_sum(xs: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(chunk.iter_mut()) {
+            let e = exp_f32(*x * scale - shift);
+            *x = e;
+            *a += e;
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(chunks.into_remainder()) {
+        let e = exp_f32(*x * scale - shift);
+        *x = e;
+        *a += e;
+    }
+    acc.iter().sum()
+}
+
 /// One row of logits `row` (overwritten with its gradient `(softmax - onehot(target)) *
 /// inv_n`), returning the row's negative log-likelihood. A target outside the row gives
 /// NaN (and a zero gradient row), so a bad token id poisons the loss instead of reading
@@ -95,20 +141,13 @@ fn row_kernel(row: &mut [f32], target: usize, inv_n: f32) -> f32 {
         row.fill(0.0);
         return f32::NAN;
     };
-    let m = row
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let m = lane_max(row, 1.0);
     // A row of NaN (or +inf) logits: the burn composition's result is NaN too.
     if !m.is_finite() {
         row.fill(f32::NAN);
         return f32::NAN;
     }
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        let e = exp_f32(*v - m);
-        *v = e;
-        sum += e;
-    }
+    let sum = exp_and_sum(row, 1.0, m);
     let lse = m + sum.ln();
     let scale = inv_n / sum;
     for v in row.iter_mut() {
@@ -257,20 +296,12 @@ fn softmax_rows_kernel(rows: &mut [f32], tk: usize, tq: usize, offset: isize, sc
         if seen.is_empty() {
             continue;
         }
-        let m = seen.iter().fold(
-            f32::NEG_INFINITY,
-            |m, &v| if v * scale > m { v * scale } else { m },
-        );
+        let m = lane_max(seen, scale);
         if !m.is_finite() {
             seen.fill(f32::NAN);
             continue;
         }
-        let mut sum = 0f32;
-        for v in seen.iter_mut() {
-            let e = exp_f32(*v * scale - m);
-            *v = e;
-            sum += e;
-        }
+        let sum = exp_and_sum(seen, scale, m);
         let inv = 1.0 / sum;
         for v in seen.iter_mut() {
             *v *= inv;
