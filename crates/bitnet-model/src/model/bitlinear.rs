@@ -48,7 +48,7 @@ fn clamp_eps(v: f32) -> f32 {
 }
 
 /// The plain values of `x` (a copy; `x` itself keeps its autodiff graph).
-fn plain_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
+pub(crate) fn plain_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
     x.clone()
         .inner()
         .into_data()

@@ -19,6 +19,7 @@
 //! (`scale * (diag P - P Pᵀ)`), entered as `L - detach(L) + P` so that the forward value is
 //! exactly `P`. [`causal_softmax_reference`] is burn's composition.
 
+use super::bitlinear::plain_values;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::log_softmax;
@@ -264,13 +265,7 @@ pub fn loss_and_grad(logits: &mut [f32], targets: &[i64], v: usize, path: Path) 
 /// [`cross_entropy_reference`] to float rounding.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [n, v] = logits.dims();
-    let mut grad: Vec<f32> = logits
-        .clone()
-        .inner()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 after convert");
+    let mut grad = plain_values(&logits);
     let ids: Vec<i64> = targets
         .into_data()
         .convert::<i64>()
@@ -362,13 +357,7 @@ pub fn causal_softmax_in_place(scores: &mut [f32], tq: usize, tk: usize, scale: 
 pub fn causal_softmax(scores: Tensor<4>, scale: f32) -> Tensor<4> {
     let dims = scores.dims();
     let [_, _, tq, tk] = dims;
-    let mut p: Vec<f32> = scores
-        .clone()
-        .inner()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 after convert");
+    let mut p = plain_values(&scores);
     causal_softmax_in_place(&mut p, tq, tk, scale, Path::detect());
     let a: Vec<f32> = p.iter().map(|&v| v * scale).collect();
     let device = scores.device().inner();
