@@ -309,14 +309,7 @@ impl Engine {
         y: &mut [f32],
     ) -> Result<()> {
         check_gemm_shapes("matrix", w.rows(), w.cols(), x, y)?;
-        if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
-            return Err(Error::NotBlockMultiple {
-                what: "i2_s kernel row length",
-                format: "i2_s",
-                len: w.cols(),
-                block: 128,
-            });
-        }
+        check_i2s_row_length(w)?;
         if self.path == KernelPath::Lut && w.format() != crate::format::Format::Q8_0 {
             return self.gemm_lut(w.lut()?, x, y);
         }
@@ -663,14 +656,7 @@ impl Engine {
             x.blocks_per_row,
             "blocks",
         )?;
-        if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
-            return Err(Error::NotBlockMultiple {
-                what: "i2_s kernel row length",
-                format: "i2_s",
-                len: w.cols(),
-                block: 128,
-            });
-        }
+        check_i2s_row_length(w)?;
         if !self.supports_gemv_rows(w) {
             return Err(Error::UnsupportedPath("lut (gemv_rows)"));
         }
@@ -715,6 +701,19 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The integer kernels read I2_S rows in 128-value blocks.
+fn check_i2s_row_length(w: &PackedMatrix) -> Result<()> {
+    if w.format() == crate::format::Format::I2S && !w.cols().is_multiple_of(128) {
+        return Err(Error::NotBlockMultiple {
+            what: "i2_s kernel row length",
+            format: "i2_s",
+            len: w.cols(),
+            block: 128,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that activations `x` fit a `rows x cols` weight matrix and `y` holds the product.
